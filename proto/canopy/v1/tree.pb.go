@@ -598,7 +598,8 @@ type HeartbeatRequest struct {
 	Ni *NetworkImprecision `protobuf:"bytes,6,opt,name=ni,proto3" json:"ni,omitempty"`
 	// Network imprecision per group (by default per dc).
 	GroupNi []*GroupImprecision `protobuf:"bytes,7,rep,name=group_ni,json=groupNi,proto3" json:"group_ni,omitempty"`
-	// Status of the sender's direct children, for the live topology.
+	// Status of the sender's subtree (each entry names its parent), for the
+	// live topology.
 	Children []*ChildStatus `protobuf:"bytes,8,rep,name=children,proto3" json:"children,omitempty"`
 	// Version of the control configuration the sender has applied.
 	ConfigVersion uint64 `protobuf:"varint,9,opt,name=config_version,json=configVersion,proto3" json:"config_version,omitempty"`
@@ -1077,7 +1078,9 @@ type ChildStatus struct {
 	State               ChildState             `protobuf:"varint,2,opt,name=state,proto3,enum=canopy.v1.ChildState" json:"state,omitempty"`
 	LastHeartbeatUnixMs int64                  `protobuf:"varint,3,opt,name=last_heartbeat_unix_ms,json=lastHeartbeatUnixMs,proto3" json:"last_heartbeat_unix_ms,omitempty"`
 	// RTT the child measured to this parent when it joined.
-	RttMicros     int64 `protobuf:"varint,4,opt,name=rtt_micros,json=rttMicros,proto3" json:"rtt_micros,omitempty"`
+	RttMicros int64 `protobuf:"varint,4,opt,name=rtt_micros,json=rttMicros,proto3" json:"rtt_micros,omitempty"`
+	// The node's parent: lets a supernode report its whole subtree.
+	ParentId      string `protobuf:"bytes,5,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1138,6 +1141,13 @@ func (x *ChildStatus) GetRttMicros() int64 {
 		return x.RttMicros
 	}
 	return 0
+}
+
+func (x *ChildStatus) GetParentId() string {
+	if x != nil {
+		return x.ParentId
+	}
+	return ""
 }
 
 type HeartbeatResponse struct {
@@ -1764,13 +1774,14 @@ const file_canopy_v1_tree_proto_rawDesc = "" +
 	"\x02ni\x18\b \x01(\v2\x1d.canopy.v1.NetworkImprecisionR\x02ni\"i\n" +
 	"\x10GroupImprecision\x12&\n" +
 	"\x05group\x18\x01 \x03(\v2\x10.canopy.v1.LabelR\x05group\x12-\n" +
-	"\x02ni\x18\x02 \x01(\v2\x1d.canopy.v1.NetworkImprecisionR\x02ni\"\xb7\x01\n" +
+	"\x02ni\x18\x02 \x01(\v2\x1d.canopy.v1.NetworkImprecisionR\x02ni\"\xd4\x01\n" +
 	"\vChildStatus\x12'\n" +
 	"\x04node\x18\x01 \x01(\v2\x13.canopy.v1.NodeInfoR\x04node\x12+\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x15.canopy.v1.ChildStateR\x05state\x123\n" +
 	"\x16last_heartbeat_unix_ms\x18\x03 \x01(\x03R\x13lastHeartbeatUnixMs\x12\x1d\n" +
 	"\n" +
-	"rtt_micros\x18\x04 \x01(\x03R\trttMicros\"\x8a\x01\n" +
+	"rtt_micros\x18\x04 \x01(\x03R\trttMicros\x12\x1b\n" +
+	"\tparent_id\x18\x05 \x01(\tR\bparentId\"\x8a\x01\n" +
 	"\x11HeartbeatResponse\x12#\n" +
 	"\rpath_instance\x18\x01 \x01(\x04R\fpathInstance\x12\"\n" +
 	"\x04acks\x18\x02 \x03(\v2\x0e.canopy.v1.AckR\x04acks\x12,\n" +

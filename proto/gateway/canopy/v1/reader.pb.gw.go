@@ -14,6 +14,7 @@ import (
 	"io"
 	"net/http"
 
+	extCanopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
 	"google.golang.org/grpc"
@@ -35,9 +36,9 @@ var (
 	_ = metadata.Join
 )
 
-func request_ReaderService_Topology_0(ctx context.Context, marshaler runtime.Marshaler, client ReaderServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_ReaderService_Topology_0(ctx context.Context, marshaler runtime.Marshaler, client extCanopyv1.ReaderServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq TopologyRequest
+		protoReq extCanopyv1.TopologyRequest
 		metadata runtime.ServerMetadata
 	)
 	if req.Body != nil {
@@ -47,9 +48,9 @@ func request_ReaderService_Topology_0(ctx context.Context, marshaler runtime.Mar
 	return msg, metadata, err
 }
 
-func local_request_ReaderService_Topology_0(ctx context.Context, marshaler runtime.Marshaler, server ReaderServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_ReaderService_Topology_0(ctx context.Context, marshaler runtime.Marshaler, server extCanopyv1.ReaderServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq TopologyRequest
+		protoReq extCanopyv1.TopologyRequest
 		metadata runtime.ServerMetadata
 	)
 	msg, err := server.Topology(ctx, &protoReq)
@@ -58,9 +59,9 @@ func local_request_ReaderService_Topology_0(ctx context.Context, marshaler runti
 
 var filter_ReaderService_Export_0 = &utilities.DoubleArray{Encoding: map[string]int{"target": 0, "node_id": 1, "time_range": 2, "start": 3, "end": 4}, Base: []int{1, 1, 1, 1, 2, 3, 0, 0, 0}, Check: []int{0, 1, 2, 1, 4, 4, 3, 5, 6}}
 
-func request_ReaderService_Export_0(ctx context.Context, marshaler runtime.Marshaler, client ReaderServiceClient, req *http.Request, pathParams map[string]string) (ReaderService_ExportClient, runtime.ServerMetadata, error) {
+func request_ReaderService_Export_0(ctx context.Context, marshaler runtime.Marshaler, client extCanopyv1.ReaderServiceClient, req *http.Request, pathParams map[string]string) (extCanopyv1.ReaderService_ExportClient, runtime.ServerMetadata, error) {
 	var (
-		protoReq ExportRequest
+		protoReq extCanopyv1.ExportRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -111,9 +112,9 @@ func request_ReaderService_Export_0(ctx context.Context, marshaler runtime.Marsh
 
 var filter_ReaderService_Export_1 = &utilities.DoubleArray{Encoding: map[string]int{"target": 0, "node_id": 1, "time_range": 2, "start": 3}, Base: []int{1, 1, 1, 1, 2, 0, 0}, Check: []int{0, 1, 2, 1, 4, 3, 5}}
 
-func request_ReaderService_Export_1(ctx context.Context, marshaler runtime.Marshaler, client ReaderServiceClient, req *http.Request, pathParams map[string]string) (ReaderService_ExportClient, runtime.ServerMetadata, error) {
+func request_ReaderService_Export_1(ctx context.Context, marshaler runtime.Marshaler, client extCanopyv1.ReaderServiceClient, req *http.Request, pathParams map[string]string) (extCanopyv1.ReaderService_ExportClient, runtime.ServerMetadata, error) {
 	var (
-		protoReq ExportRequest
+		protoReq extCanopyv1.ExportRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -156,9 +157,9 @@ func request_ReaderService_Export_1(ctx context.Context, marshaler runtime.Marsh
 
 var filter_ReaderService_Export_2 = &utilities.DoubleArray{Encoding: map[string]int{"target": 0, "dc_id": 1, "time_range": 2, "start": 3, "end": 4}, Base: []int{1, 1, 1, 1, 2, 3, 0, 0, 0}, Check: []int{0, 1, 2, 1, 4, 4, 3, 5, 6}}
 
-func request_ReaderService_Export_2(ctx context.Context, marshaler runtime.Marshaler, client ReaderServiceClient, req *http.Request, pathParams map[string]string) (ReaderService_ExportClient, runtime.ServerMetadata, error) {
+func request_ReaderService_Export_2(ctx context.Context, marshaler runtime.Marshaler, client extCanopyv1.ReaderServiceClient, req *http.Request, pathParams map[string]string) (extCanopyv1.ReaderService_ExportClient, runtime.ServerMetadata, error) {
 	var (
-		protoReq ExportRequest
+		protoReq extCanopyv1.ExportRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -209,9 +210,9 @@ func request_ReaderService_Export_2(ctx context.Context, marshaler runtime.Marsh
 
 var filter_ReaderService_Export_3 = &utilities.DoubleArray{Encoding: map[string]int{"target": 0, "dc_id": 1, "time_range": 2, "start": 3}, Base: []int{1, 1, 1, 1, 2, 0, 0}, Check: []int{0, 1, 2, 1, 4, 3, 5}}
 
-func request_ReaderService_Export_3(ctx context.Context, marshaler runtime.Marshaler, client ReaderServiceClient, req *http.Request, pathParams map[string]string) (ReaderService_ExportClient, runtime.ServerMetadata, error) {
+func request_ReaderService_Export_3(ctx context.Context, marshaler runtime.Marshaler, client extCanopyv1.ReaderServiceClient, req *http.Request, pathParams map[string]string) (extCanopyv1.ReaderService_ExportClient, runtime.ServerMetadata, error) {
 	var (
-		protoReq ExportRequest
+		protoReq extCanopyv1.ExportRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -254,9 +255,9 @@ func request_ReaderService_Export_3(ctx context.Context, marshaler runtime.Marsh
 
 var filter_ReaderService_Export_4 = &utilities.DoubleArray{Encoding: map[string]int{"target": 0, "container_id": 1, "time_range": 2, "start": 3, "end": 4}, Base: []int{1, 1, 1, 1, 2, 3, 0, 0, 0}, Check: []int{0, 1, 2, 1, 4, 4, 3, 5, 6}}
 
-func request_ReaderService_Export_4(ctx context.Context, marshaler runtime.Marshaler, client ReaderServiceClient, req *http.Request, pathParams map[string]string) (ReaderService_ExportClient, runtime.ServerMetadata, error) {
+func request_ReaderService_Export_4(ctx context.Context, marshaler runtime.Marshaler, client extCanopyv1.ReaderServiceClient, req *http.Request, pathParams map[string]string) (extCanopyv1.ReaderService_ExportClient, runtime.ServerMetadata, error) {
 	var (
-		protoReq ExportRequest
+		protoReq extCanopyv1.ExportRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -307,9 +308,9 @@ func request_ReaderService_Export_4(ctx context.Context, marshaler runtime.Marsh
 
 var filter_ReaderService_Export_5 = &utilities.DoubleArray{Encoding: map[string]int{"target": 0, "container_id": 1, "time_range": 2, "start": 3}, Base: []int{1, 1, 1, 1, 2, 0, 0}, Check: []int{0, 1, 2, 1, 4, 3, 5}}
 
-func request_ReaderService_Export_5(ctx context.Context, marshaler runtime.Marshaler, client ReaderServiceClient, req *http.Request, pathParams map[string]string) (ReaderService_ExportClient, runtime.ServerMetadata, error) {
+func request_ReaderService_Export_5(ctx context.Context, marshaler runtime.Marshaler, client extCanopyv1.ReaderServiceClient, req *http.Request, pathParams map[string]string) (extCanopyv1.ReaderService_ExportClient, runtime.ServerMetadata, error) {
 	var (
-		protoReq ExportRequest
+		protoReq extCanopyv1.ExportRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -352,9 +353,9 @@ func request_ReaderService_Export_5(ctx context.Context, marshaler runtime.Marsh
 
 var filter_ReaderService_Export_6 = &utilities.DoubleArray{Encoding: map[string]int{"target": 0, "app_id": 1, "time_range": 2, "start": 3, "end": 4}, Base: []int{1, 1, 1, 1, 2, 3, 0, 0, 0}, Check: []int{0, 1, 2, 1, 4, 4, 3, 5, 6}}
 
-func request_ReaderService_Export_6(ctx context.Context, marshaler runtime.Marshaler, client ReaderServiceClient, req *http.Request, pathParams map[string]string) (ReaderService_ExportClient, runtime.ServerMetadata, error) {
+func request_ReaderService_Export_6(ctx context.Context, marshaler runtime.Marshaler, client extCanopyv1.ReaderServiceClient, req *http.Request, pathParams map[string]string) (extCanopyv1.ReaderService_ExportClient, runtime.ServerMetadata, error) {
 	var (
-		protoReq ExportRequest
+		protoReq extCanopyv1.ExportRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -405,9 +406,9 @@ func request_ReaderService_Export_6(ctx context.Context, marshaler runtime.Marsh
 
 var filter_ReaderService_Export_7 = &utilities.DoubleArray{Encoding: map[string]int{"target": 0, "app_id": 1, "time_range": 2, "start": 3}, Base: []int{1, 1, 1, 1, 2, 0, 0}, Check: []int{0, 1, 2, 1, 4, 3, 5}}
 
-func request_ReaderService_Export_7(ctx context.Context, marshaler runtime.Marshaler, client ReaderServiceClient, req *http.Request, pathParams map[string]string) (ReaderService_ExportClient, runtime.ServerMetadata, error) {
+func request_ReaderService_Export_7(ctx context.Context, marshaler runtime.Marshaler, client extCanopyv1.ReaderServiceClient, req *http.Request, pathParams map[string]string) (extCanopyv1.ReaderService_ExportClient, runtime.ServerMetadata, error) {
 	var (
-		protoReq ExportRequest
+		protoReq extCanopyv1.ExportRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -450,9 +451,9 @@ func request_ReaderService_Export_7(ctx context.Context, marshaler runtime.Marsh
 
 var filter_ReaderService_Export_8 = &utilities.DoubleArray{Encoding: map[string]int{"time_range": 0, "start": 1, "end": 2}, Base: []int{1, 1, 1, 2, 0, 0}, Check: []int{0, 1, 2, 2, 3, 4}}
 
-func request_ReaderService_Export_8(ctx context.Context, marshaler runtime.Marshaler, client ReaderServiceClient, req *http.Request, pathParams map[string]string) (ReaderService_ExportClient, runtime.ServerMetadata, error) {
+func request_ReaderService_Export_8(ctx context.Context, marshaler runtime.Marshaler, client extCanopyv1.ReaderServiceClient, req *http.Request, pathParams map[string]string) (extCanopyv1.ReaderService_ExportClient, runtime.ServerMetadata, error) {
 	var (
-		protoReq ExportRequest
+		protoReq extCanopyv1.ExportRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -495,9 +496,9 @@ func request_ReaderService_Export_8(ctx context.Context, marshaler runtime.Marsh
 
 var filter_ReaderService_Export_9 = &utilities.DoubleArray{Encoding: map[string]int{"time_range": 0, "start": 1}, Base: []int{1, 1, 1, 0}, Check: []int{0, 1, 2, 3}}
 
-func request_ReaderService_Export_9(ctx context.Context, marshaler runtime.Marshaler, client ReaderServiceClient, req *http.Request, pathParams map[string]string) (ReaderService_ExportClient, runtime.ServerMetadata, error) {
+func request_ReaderService_Export_9(ctx context.Context, marshaler runtime.Marshaler, client extCanopyv1.ReaderServiceClient, req *http.Request, pathParams map[string]string) (extCanopyv1.ReaderService_ExportClient, runtime.ServerMetadata, error) {
 	var (
-		protoReq ExportRequest
+		protoReq extCanopyv1.ExportRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -532,9 +533,9 @@ func request_ReaderService_Export_9(ctx context.Context, marshaler runtime.Marsh
 
 var filter_ReaderService_ExportLatest_0 = &utilities.DoubleArray{Encoding: map[string]int{"target": 0, "node_id": 1}, Base: []int{1, 1, 1, 0}, Check: []int{0, 1, 2, 3}}
 
-func request_ReaderService_ExportLatest_0(ctx context.Context, marshaler runtime.Marshaler, client ReaderServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_ReaderService_ExportLatest_0(ctx context.Context, marshaler runtime.Marshaler, client extCanopyv1.ReaderServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ExportLatestRequest
+		protoReq extCanopyv1.ExportLatestRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -559,9 +560,9 @@ func request_ReaderService_ExportLatest_0(ctx context.Context, marshaler runtime
 	return msg, metadata, err
 }
 
-func local_request_ReaderService_ExportLatest_0(ctx context.Context, marshaler runtime.Marshaler, server ReaderServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_ReaderService_ExportLatest_0(ctx context.Context, marshaler runtime.Marshaler, server extCanopyv1.ReaderServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ExportLatestRequest
+		protoReq extCanopyv1.ExportLatestRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -585,9 +586,9 @@ func local_request_ReaderService_ExportLatest_0(ctx context.Context, marshaler r
 
 var filter_ReaderService_ExportLatest_1 = &utilities.DoubleArray{Encoding: map[string]int{"target": 0, "dc_id": 1}, Base: []int{1, 1, 1, 0}, Check: []int{0, 1, 2, 3}}
 
-func request_ReaderService_ExportLatest_1(ctx context.Context, marshaler runtime.Marshaler, client ReaderServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_ReaderService_ExportLatest_1(ctx context.Context, marshaler runtime.Marshaler, client extCanopyv1.ReaderServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ExportLatestRequest
+		protoReq extCanopyv1.ExportLatestRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -612,9 +613,9 @@ func request_ReaderService_ExportLatest_1(ctx context.Context, marshaler runtime
 	return msg, metadata, err
 }
 
-func local_request_ReaderService_ExportLatest_1(ctx context.Context, marshaler runtime.Marshaler, server ReaderServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_ReaderService_ExportLatest_1(ctx context.Context, marshaler runtime.Marshaler, server extCanopyv1.ReaderServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ExportLatestRequest
+		protoReq extCanopyv1.ExportLatestRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -636,9 +637,9 @@ func local_request_ReaderService_ExportLatest_1(ctx context.Context, marshaler r
 	return msg, metadata, err
 }
 
-func request_ReaderService_SubscribeEvents_0(ctx context.Context, marshaler runtime.Marshaler, client ReaderServiceClient, req *http.Request, pathParams map[string]string) (ReaderService_SubscribeEventsClient, runtime.ServerMetadata, error) {
+func request_ReaderService_SubscribeEvents_0(ctx context.Context, marshaler runtime.Marshaler, client extCanopyv1.ReaderServiceClient, req *http.Request, pathParams map[string]string) (extCanopyv1.ReaderService_SubscribeEventsClient, runtime.ServerMetadata, error) {
 	var (
-		protoReq SubscribeEventsRequest
+		protoReq extCanopyv1.SubscribeEventsRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -670,7 +671,7 @@ func request_ReaderService_SubscribeEvents_0(ctx context.Context, marshaler runt
 // StreamingRPC :currently unsupported pending https://github.com/grpc/grpc-go/issues/906.
 // Note that using this registration option will cause many gRPC library features to stop working. Consider using RegisterReaderServiceHandlerFromEndpoint instead.
 // GRPC interceptors will not work for this type of registration. To use interceptors, you must use the "runtime.WithMiddlewares" option in the "runtime.NewServeMux" call.
-func RegisterReaderServiceHandlerServer(ctx context.Context, mux *runtime.ServeMux, server ReaderServiceServer) error {
+func RegisterReaderServiceHandlerServer(ctx context.Context, mux *runtime.ServeMux, server extCanopyv1.ReaderServiceServer) error {
 	mux.Handle(http.MethodGet, pattern_ReaderService_Topology_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
@@ -839,15 +840,15 @@ func RegisterReaderServiceHandlerFromEndpoint(ctx context.Context, mux *runtime.
 // RegisterReaderServiceHandler registers the http handlers for service ReaderService to "mux".
 // The handlers forward requests to the grpc endpoint over "conn".
 func RegisterReaderServiceHandler(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
-	return RegisterReaderServiceHandlerClient(ctx, mux, NewReaderServiceClient(conn))
+	return RegisterReaderServiceHandlerClient(ctx, mux, extCanopyv1.NewReaderServiceClient(conn))
 }
 
 // RegisterReaderServiceHandlerClient registers the http handlers for service ReaderService
-// to "mux". The handlers forward requests to the grpc endpoint over the given implementation of "ReaderServiceClient".
-// Note: the gRPC framework executes interceptors within the gRPC handler. If the passed in "ReaderServiceClient"
+// to "mux". The handlers forward requests to the grpc endpoint over the given implementation of "extCanopyv1.ReaderServiceClient".
+// Note: the gRPC framework executes interceptors within the gRPC handler. If the passed in "extCanopyv1.ReaderServiceClient"
 // doesn't go through the normal gRPC flow (creating a gRPC client etc.) then it will be up to the passed in
-// "ReaderServiceClient" to call the correct interceptors. This client ignores the HTTP middlewares.
-func RegisterReaderServiceHandlerClient(ctx context.Context, mux *runtime.ServeMux, client ReaderServiceClient) error {
+// "extCanopyv1.ReaderServiceClient" to call the correct interceptors. This client ignores the HTTP middlewares.
+func RegisterReaderServiceHandlerClient(ctx context.Context, mux *runtime.ServeMux, client extCanopyv1.ReaderServiceClient) error {
 	mux.Handle(http.MethodGet, pattern_ReaderService_Topology_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()

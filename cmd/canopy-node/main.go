@@ -1,0 +1,72 @@
+// Command canopy-node is the agent that runs on every device: it scrapes
+// its targets and the machine, batches a window of samples and sends it as
+// the heartbeat to its parent; in the supernode role it also adopts
+// children and forwards their batches with its own.
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/pflag"
+
+	"github.com/canopytree/canopy/internal/config"
+	"github.com/canopytree/canopy/internal/node"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "canopy-node:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	flags := pflag.NewFlagSet("canopy-node", pflag.ContinueOnError)
+	file := flags.StringP("config", "c", "", "YAML configuration file (see examples/node.yaml)")
+	flags.String("id", "", "node id (node.id)")
+	flags.String("dc", "", "distributed cloud id (node.dc)")
+	flags.String("role", "", "leaf or supernode (node.role)")
+	flags.String("parent", "", "parent gRPC address (node.parent)")
+	flags.String("listen", "", "local API address (node.listen)")
+	flags.String("tree-listen", "", "gRPC address for children, supernode role (node.tree_listen)")
+	if err := flags.Parse(args); err != nil {
+		return err
+	}
+	cfg := node.Default()
+	err := config.Load(&cfg, *file, flags, map[string]string{
+		"id": "node.id", "dc": "node.dc", "role": "node.role", "parent": "node.parent",
+		"listen": "node.listen", "tree-listen": "node.tree_listen",
+	})
+	if err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log, _ := cfg.Log.Logger()
+
+	n, err := node.New(cfg, 0, log)
+	if err != nil {
+		return err
+	}
+	apiLis, err := net.Listen("tcp", cfg.Node.Listen)
+	if err != nil {
+		return fmt.Errorf("node.listen: %w", err)
+	}
+	var treeLis net.Listener
+	if cfg.Node.Role == "supernode" {
+		if treeLis, err = net.Listen("tcp", cfg.Node.TreeListen); err != nil {
+			return fmt.Errorf("node.tree_listen: %w", err)
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log.Info("canopy-node started", "id", cfg.Node.ID, "dc", cfg.Node.DC, "role", cfg.Node.Role,
+		"parent", cfg.Node.Parent, "api", apiLis.Addr().String(), "tree", cfg.Node.TreeListen)
+	return n.Run(ctx, apiLis, treeLis)
+}

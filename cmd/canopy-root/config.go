@@ -1,0 +1,152 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"regexp"
+	"time"
+
+	"github.com/canopytree/canopy/internal/config"
+	"github.com/canopytree/canopy/reader"
+	"github.com/canopytree/canopy/root"
+)
+
+// Config is the canopy-root configuration file; examples/root.yaml shows
+// every key with its default.
+type Config struct {
+	Root    RootSection   `mapstructure:"root"`
+	Storage Storage       `mapstructure:"storage"`
+	Ingest  Ingest        `mapstructure:"ingest"`
+	Limits  config.Limits `mapstructure:"limits"`
+	Reader  Reader        `mapstructure:"reader"`
+	Log     config.Log    `mapstructure:"log"`
+}
+
+// RootSection is the root's identity and listeners.
+type RootSection struct {
+	// ID names the root in the topology.
+	ID string `mapstructure:"id"`
+	// GRPCListen serves TreeService (children) and ReaderService.
+	GRPCListen string `mapstructure:"grpc_listen"`
+	// HTTPListen serves the REST gateway, /metrics and /healthz.
+	HTTPListen string `mapstructure:"http_listen"`
+	// ChildLimit is how many direct children the root adopts (0 = no limit).
+	ChildLimit int `mapstructure:"child_limit"`
+	// Window is the children's heartbeat period, for failure detection.
+	Window time.Duration `mapstructure:"window"`
+	// ForgetAfter drops silent children and stale dedup state.
+	ForgetAfter time.Duration `mapstructure:"forget_after"`
+}
+
+// Storage configures the embedded TSDB.
+type Storage struct {
+	// DataDir holds the TSDB.
+	DataDir string `mapstructure:"data_dir"`
+	// Retention of stored samples.
+	Retention time.Duration `mapstructure:"retention"`
+	// OutOfOrderWindow accepts late (retransmitted) samples this far behind
+	// the newest.
+	OutOfOrderWindow time.Duration `mapstructure:"out_of_order_window"`
+}
+
+// Ingest bounds accepted sample timestamps.
+type Ingest struct {
+	MaxAge    time.Duration `mapstructure:"max_age"`
+	MaxFuture time.Duration `mapstructure:"max_future"`
+}
+
+// Reader configures queries.
+type Reader struct {
+	MaxSeries      int           `mapstructure:"max_series"`
+	MaxSamples     int           `mapstructure:"max_samples"`
+	LatestLookback time.Duration `mapstructure:"latest_lookback"`
+	LatestMetrics  []string      `mapstructure:"latest_metrics"`
+}
+
+// Default is what the root runs with when nothing is set.
+func Default() Config {
+	return Config{
+		Root: RootSection{
+			ID:          "root",
+			GRPCListen:  "127.0.0.1:7070",
+			HTTPListen:  "127.0.0.1:8080",
+			Window:      5 * time.Second,
+			ForgetAfter: 10 * time.Minute,
+		},
+		Storage: Storage{
+			DataDir:          "data/root",
+			Retention:        15 * 24 * time.Hour,
+			OutOfOrderWindow: 2 * time.Hour, // a leaf catching up after an outage lands behind
+		},
+		Ingest: Ingest{MaxAge: 2 * time.Hour, MaxFuture: 10 * time.Minute},
+		Limits: config.DefaultLimits(),
+		Reader: Reader{
+			MaxSeries:      200_000,
+			MaxSamples:     50_000_000,
+			LatestLookback: 5 * time.Minute,
+			LatestMetrics:  reader.DefaultLatestMetrics,
+		},
+		Log: config.DefaultLog(),
+	}
+}
+
+// Validate names the first bad key.
+func (c *Config) Validate() error {
+	switch {
+	case c.Root.ID == "":
+		return fmt.Errorf("root.id: must not be empty")
+	case c.Root.ChildLimit < 0:
+		return fmt.Errorf("root.child_limit: must not be negative")
+	case c.Root.Window <= 0:
+		return fmt.Errorf("root.window: must be positive")
+	case c.Root.ForgetAfter < 3*c.Root.Window:
+		return fmt.Errorf("root.forget_after: must be at least three windows")
+	case c.Storage.DataDir == "":
+		return fmt.Errorf("storage.data_dir: must not be empty")
+	case c.Storage.Retention <= 0:
+		return fmt.Errorf("storage.retention: must be positive")
+	case c.Storage.OutOfOrderWindow < 0:
+		return fmt.Errorf("storage.out_of_order_window: must not be negative")
+	case c.Ingest.MaxAge <= 0 || c.Ingest.MaxFuture <= 0:
+		return fmt.Errorf("ingest.max_age, ingest.max_future: must be positive")
+	case c.Reader.MaxSeries <= 0 || c.Reader.MaxSamples <= 0:
+		return fmt.Errorf("reader.max_series, reader.max_samples: must be positive")
+	case c.Reader.LatestLookback <= 0:
+		return fmt.Errorf("reader.latest_lookback: must be positive")
+	}
+	for _, addr := range []struct{ key, v string }{{"root.grpc_listen", c.Root.GRPCListen}, {"root.http_listen", c.Root.HTTPListen}} {
+		if _, _, err := net.SplitHostPort(addr.v); err != nil {
+			return fmt.Errorf("%s: %q is not host:port", addr.key, addr.v)
+		}
+	}
+	for i, m := range c.Reader.LatestMetrics {
+		if _, err := regexp.Compile(m); err != nil {
+			return fmt.Errorf("reader.latest_metrics[%d]: %w", i, err)
+		}
+	}
+	if err := c.Limits.Validate("limits"); err != nil {
+		return err
+	}
+	_, err := c.Log.Logger()
+	return err
+}
+
+// Options converts the file configuration for root.Open.
+func (c *Config) Options() root.Options {
+	return root.Options{
+		ID:               c.Root.ID,
+		DataDir:          c.Storage.DataDir,
+		Retention:        c.Storage.Retention,
+		OutOfOrderWindow: c.Storage.OutOfOrderWindow,
+		ChildLimit:       c.Root.ChildLimit,
+		Window:           c.Root.Window,
+		MaxMessageBytes:  c.Limits.MaxMessageBytes,
+		Limits:           c.Limits.Decode(),
+		Ingest:           root.IngestConfig{MaxAge: c.Ingest.MaxAge, MaxFuture: c.Ingest.MaxFuture},
+		Reader: reader.Config{
+			MaxSeries: c.Reader.MaxSeries, MaxSamples: c.Reader.MaxSamples,
+			LatestLookback: c.Reader.LatestLookback, LatestMetrics: c.Reader.LatestMetrics,
+		},
+		ForgetAfter: c.Root.ForgetAfter,
+	}
+}

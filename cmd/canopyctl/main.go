@@ -1,0 +1,210 @@
+// Command canopyctl queries a canopy root's reader over gRPC.
+//
+//	canopyctl [--root ADDR] latest node ID
+//	canopyctl [--root ADDR] latest dc ID
+//	canopyctl [--root ADDR] range node|dc|container|app ID START [END]
+//	canopyctl [--root ADDR] range all START [END]
+//	canopyctl [--root ADDR] tree
+//
+// Timestamps are Unix seconds, Unix milliseconds, RFC 3339 or "now"; an
+// omitted END means now. Output is OpenMetrics text.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/spf13/pflag"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/canopytree/canopy/batch"
+	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
+	"github.com/canopytree/canopy/reader"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "canopyctl:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage:
+  canopyctl [--root ADDR] latest node|dc ID
+  canopyctl [--root ADDR] range node|dc|container|app ID START [END]
+  canopyctl [--root ADDR] range all START [END]
+  canopyctl [--root ADDR] tree`
+
+func run(args []string, out io.Writer) error {
+	flags := pflag.NewFlagSet("canopyctl", pflag.ContinueOnError)
+	addr := flags.String("root", envOr("CANOPY_ROOT", "127.0.0.1:7070"), "root gRPC address (env CANOPY_ROOT)")
+	timeout := flags.Duration("timeout", 30*time.Second, "request timeout")
+	if err := flags.Parse(args); err != nil {
+		return err
+	}
+	args = flags.Args()
+	if len(args) == 0 {
+		return errors.New(usage)
+	}
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	client := canopyv1.NewReaderServiceClient(conn)
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer cancel()
+	ctx, cancelTimeout := context.WithTimeout(ctx, *timeout)
+	defer cancelTimeout()
+
+	switch args[0] {
+	case "latest":
+		if len(args) != 3 {
+			return errors.New(usage)
+		}
+		t, err := parseTarget(args[1], args[2])
+		if err != nil {
+			return err
+		}
+		resp, err := client.Latest(ctx, &canopyv1.LatestRequest{Target: t})
+		if err != nil {
+			return err
+		}
+		return writeSeries(out, resp.Series)
+	case "range":
+		var t *canopyv1.Target
+		var rest []string
+		if len(args) >= 2 && args[1] == "all" {
+			t, rest = &canopyv1.Target{}, args[2:]
+		} else if len(args) >= 3 {
+			if t, err = parseTarget(args[1], args[2]); err != nil {
+				return err
+			}
+			rest = args[3:]
+		}
+		if t == nil || len(rest) < 1 || len(rest) > 2 {
+			return errors.New(usage)
+		}
+		tr := &canopyv1.TimeRange{Start: rest[0]}
+		if len(rest) == 2 {
+			tr.End = rest[1]
+		}
+		stream, err := client.Query(ctx, &canopyv1.QueryRequest{Target: t, TimeRange: tr})
+		if err != nil {
+			return err
+		}
+		w := reader.NewOpenMetricsWriter(out)
+		for {
+			msg, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				return w.Close()
+			}
+			if err != nil {
+				return err
+			}
+			for _, s := range msg.Series {
+				ls, samples := fromProto(s)
+				if err := w.Series(ls, samples); err != nil {
+					return err
+				}
+			}
+		}
+	case "tree":
+		resp, err := client.Topology(ctx, &canopyv1.TopologyRequest{})
+		if err != nil {
+			return err
+		}
+		return writeTree(out, resp)
+	}
+	return errors.New(usage)
+}
+
+func parseTarget(kind, id string) (*canopyv1.Target, error) {
+	switch kind {
+	case "node":
+		return &canopyv1.Target{NodeId: id}, nil
+	case "dc":
+		return &canopyv1.Target{DcId: id}, nil
+	case "container":
+		return &canopyv1.Target{ContainerId: id}, nil
+	case "app":
+		return &canopyv1.Target{AppId: id}, nil
+	}
+	return nil, fmt.Errorf("unknown target kind %q: want node, dc, container or app", kind)
+}
+
+func fromProto(s *canopyv1.Series) (labels.Labels, []batch.Sample) {
+	b := labels.NewScratchBuilder(len(s.Labels))
+	for _, l := range s.Labels {
+		b.Add(l.Name, l.Value)
+	}
+	b.Sort()
+	samples := make([]batch.Sample, len(s.Samples))
+	for i, smp := range s.Samples {
+		samples[i] = batch.Sample{T: smp.TimestampMs, V: smp.Value}
+	}
+	return b.Labels(), samples
+}
+
+func writeSeries(out io.Writer, series []*canopyv1.Series) error {
+	w := reader.NewOpenMetricsWriter(out)
+	for _, s := range series {
+		ls, samples := fromProto(s)
+		if err := w.Series(ls, samples); err != nil {
+			return err
+		}
+	}
+	return w.Close()
+}
+
+func writeTree(out io.Writer, t *canopyv1.TopologyResponse) error {
+	children := map[string][]*canopyv1.TopologyNode{}
+	for _, n := range t.Nodes {
+		children[n.ParentId] = append(children[n.ParentId], n)
+	}
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tROLE\tLEVEL\tCHILDREN\tSUBTREE\tSTATE\tLAST HEARTBEAT")
+	fmt.Fprintf(tw, "%s\troot\t0\t%d/%s\t%d\t-\t-\n", t.Root.Id, t.Root.ChildCount, limit(t.Root.ChildLimit), t.Root.SubtreeSize)
+	var walk func(parent string, depth int)
+	walk = func(parent string, depth int) {
+		kids := children[parent]
+		sort.Slice(kids, func(i, j int) bool { return kids[i].Node.Id < kids[j].Node.Id })
+		for _, n := range kids {
+			role := strings.ToLower(strings.TrimPrefix(n.Node.Role.String(), "ROLE_"))
+			state := strings.ToLower(strings.TrimPrefix(n.State.String(), "CHILD_STATE_"))
+			last := "-"
+			if n.LastHeartbeatUnixMs > 0 {
+				last = time.Since(time.UnixMilli(n.LastHeartbeatUnixMs)).Round(time.Second).String() + " ago"
+			}
+			fmt.Fprintf(tw, "%s%s\t%s\t%d\t%d/%s\t%d\t%s\t%s\n", strings.Repeat("  ", depth), n.Node.Id, role, depth,
+				n.Node.ChildCount, limit(n.Node.ChildLimit), max(n.Node.SubtreeSize, 1), state, last)
+			walk(n.Node.Id, depth+1)
+		}
+	}
+	walk(t.Root.Id, 1)
+	return tw.Flush()
+}
+
+func limit(n uint32) string {
+	if n == 0 {
+		return "∞"
+	}
+	return fmt.Sprint(n)
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}

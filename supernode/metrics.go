@@ -1,0 +1,29 @@
+package supernode
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type parentMetrics struct {
+	heartbeats prometheus.Counter
+	batches    prometheus.Counter
+	rejected   *prometheus.CounterVec
+	children   prometheus.Gauge
+}
+
+func newParentMetrics(reg prometheus.Registerer) *parentMetrics {
+	m := &parentMetrics{
+		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{Name: "canopy_parent_heartbeats_total", Help: "Child heartbeats accepted."}),
+		batches:    prometheus.NewCounter(prometheus.CounterOpts{Name: "canopy_parent_batches_total", Help: "Batches received from children (including retransmits)."}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "canopy_parent_rejected_heartbeats_total",
+			Help: "Child heartbeats refused, by reason: invalid, too_large, session (dictionary lost, child resends), child_limit, unavailable.",
+		}, []string{"reason"}),
+		children: prometheus.NewGauge(prometheus.GaugeOpts{Name: "canopy_parent_children", Help: "Children currently registered."}),
+	}
+	for _, r := range []string{"invalid", "too_large", "session", "child_limit", "unavailable"} {
+		m.rejected.WithLabelValues(r)
+	}
+	if reg != nil {
+		reg.MustRegister(m.heartbeats, m.batches, m.rejected, m.children)
+	}
+	return m
+}
