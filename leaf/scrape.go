@@ -1,6 +1,7 @@
 package leaf
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -127,6 +128,11 @@ func (s *Scraper) fetch(ctx context.Context, url string) (body []byte, contentTy
 // whole scrape, as in Prometheus: a half-read exposition would make series
 // flap. Series with names the tree cannot carry are dropped and counted.
 func Parse(body []byte, contentType string, t Target, id Identity, defaultTs int64) (samples []ScrapedSample, invalid int, err error) {
+	// The text parsers read a NUL byte as end of input and would report a
+	// binary body as an empty, successful scrape.
+	if i := bytes.IndexByte(body, 0); i >= 0 {
+		return nil, 0, fmt.Errorf("body is not text: NUL byte at offset %d", i)
+	}
 	p, err := textparse.New(body, contentType, nil, textparse.ParserOptions{FallbackContentType: "text/plain"})
 	if p == nil {
 		return nil, 0, err

@@ -30,10 +30,19 @@ func Load(out any, file string, flags *pflag.FlagSet, flagKeys map[string]string
 	v := viper.New()
 	v.SetConfigType("yaml")
 	setDefaults(v, "", reflect.ValueOf(out).Elem())
+	known := map[string]bool{}
+	for _, k := range v.AllKeys() {
+		known[k] = true
+	}
 	if file != "" {
 		v.SetConfigFile(file)
 		if err := v.ReadInConfig(); err != nil {
 			return fmt.Errorf("read config %s: %w", file, err)
+		}
+		for _, k := range v.AllKeys() {
+			if !known[k] {
+				return fmt.Errorf("config %s: unknown key %s", file, k)
+			}
 		}
 	}
 	v.SetEnvPrefix(EnvPrefix)
@@ -61,20 +70,33 @@ func Load(out any, file string, flags *pflag.FlagSet, flagKeys map[string]string
 	return nil
 }
 
-// checkEnv rejects CANOPY_ variables that match no key: a typo in an
-// override must not be silently ignored.
+// checkEnv rejects variables under a section's prefix (CANOPY_NODE_…) that
+// match no key: a typo in an override must not be silently ignored. Other
+// CANOPY_ variables (another tool's, like canopyctl's CANOPY_ROOT) pass.
 func checkEnv(v *viper.Viper) error {
 	known := map[string]bool{}
+	var sections []string
 	for _, k := range v.AllKeys() {
-		known[EnvPrefix+"_"+strings.ToUpper(strings.ReplaceAll(k, ".", "_"))] = true
+		known[envName(k)] = true
+		section, _, _ := strings.Cut(k, ".")
+		sections = append(sections, envName(section)+"_")
 	}
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, EnvPrefix+"_") && !known[name] {
-			return fmt.Errorf("config: environment variable %s matches no configuration key", name)
+		if known[name] {
+			continue
+		}
+		for _, prefix := range sections {
+			if strings.HasPrefix(name, prefix) {
+				return fmt.Errorf("config: environment variable %s matches no configuration key", name)
+			}
 		}
 	}
 	return nil
+}
+
+func envName(key string) string {
+	return EnvPrefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 
 // setDefaults registers every leaf field of the defaults struct, so that
@@ -157,13 +179,16 @@ func DefaultLimits() Limits {
 
 // Validate names the first bad key under section.
 func (l Limits) Validate(section string) error {
-	for key, v := range map[string]int{
-		"max_message_bytes": l.MaxMessageBytes, "max_series": l.MaxSeries, "max_samples": l.MaxSamples,
-		"max_labels": l.MaxLabels, "max_label_name_bytes": l.MaxLabelNameBytes,
-		"max_label_value_bytes": l.MaxLabelValueBytes, "max_dictionary": l.MaxDictionary,
+	for _, f := range []struct {
+		key string
+		v   int
+	}{
+		{"max_message_bytes", l.MaxMessageBytes}, {"max_series", l.MaxSeries}, {"max_samples", l.MaxSamples},
+		{"max_labels", l.MaxLabels}, {"max_label_name_bytes", l.MaxLabelNameBytes},
+		{"max_label_value_bytes", l.MaxLabelValueBytes}, {"max_dictionary", l.MaxDictionary},
 	} {
-		if v <= 0 {
-			return fmt.Errorf("%s.%s: must be positive, got %d", section, key, v)
+		if f.v <= 0 {
+			return fmt.Errorf("%s.%s: must be positive, got %d", section, f.key, f.v)
 		}
 	}
 	return nil

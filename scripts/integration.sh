@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Integration suite: installs the real services from Debian packages (as
+# root), starts them on 127.0.0.1, runs the tests tagged `integration`
+# against them, and stops them. With CI=true a service that cannot be
+# installed or started fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GO=${GO:-go}
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+need_install=()
+command -v prometheus-node-exporter >/dev/null || need_install+=(prometheus-node-exporter)
+if [ ${#need_install[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "integration: need root to apt-get install ${need_install[*]}" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_install[@]}"
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
+  || echo $((20000 + RANDOM % 20000)); }
+
+wait_http() { # url name
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/${1##*:}") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "integration: $2 did not start" >&2
+  exit 1
+}
+
+ne_port=$(free_port)
+prometheus-node-exporter --web.listen-address="127.0.0.1:$ne_port" >"$work/node_exporter.log" 2>&1 &
+pids+=($!)
+wait_http "127.0.0.1:$ne_port" node_exporter
+export CANOPY_IT_NODE_EXPORTER_URL="http://127.0.0.1:$ne_port/metrics"
+
+"$GO" test -race -count=1 -tags integration -run 'TestReal' -v ./internal/e2e/ 2>&1 | grep -v '^time=' 
+exit "${PIPESTATUS[0]}"
