@@ -74,6 +74,7 @@ type child struct {
 	told map[string]ack // acknowledgements already sent down
 
 	// guarded by Parent.mu
+	origins  map[string]struct{} // origins whose batches arrive through this child
 	info     *canopyv1.NodeInfo
 	children []*canopyv1.ChildStatus
 	lastSeen time.Time
@@ -131,7 +132,7 @@ func (p *Parent) Heartbeat(ctx context.Context, req *canopyv1.HeartbeatRequest) 
 	c.info, c.children, c.lastSeen = req.Node, req.Children, p.cfg.Now()
 	resend := map[string]bool{}
 	for i := range batches {
-		p.route[batches[i].Origin] = id
+		p.routeVia(batches[i].Origin, c)
 		// A batch sent again may mean our last acknowledgement was lost
 		// on the way down: repeat it.
 		resend[batches[i].Origin] = true
@@ -159,20 +160,31 @@ func (p *Parent) child(id string) (*child, error) {
 	if p.cfg.ChildLimit > 0 && len(p.children) >= p.cfg.ChildLimit {
 		return nil, status.Errorf(codes.ResourceExhausted, "child limit %d reached; %s not adopted", p.cfg.ChildLimit, id)
 	}
-	c := &child{id: id, dec: batch.NewDecoder(), told: map[string]ack{}, lastSeen: p.cfg.Now()}
+	c := &child{id: id, dec: batch.NewDecoder(), told: map[string]ack{}, origins: map[string]struct{}{}, lastSeen: p.cfg.Now()}
 	p.children[id] = c
 	p.metrics.children.Set(float64(len(p.children)))
 	p.log.Info("child adopted", "child", id)
 	return c, nil
 }
 
+// routeVia records that origin's batches now arrive through c (an origin
+// moves when its subtree is re-parented). Must hold p.mu.
+func (p *Parent) routeVia(origin string, c *child) {
+	prev, ok := p.route[origin]
+	if ok && prev == c.id {
+		return
+	}
+	if old, ok := p.children[prev]; ok {
+		delete(old.origins, origin)
+	}
+	p.route[origin] = c.id
+	c.origins[origin] = struct{}{}
+}
+
 // must hold p.mu and c.mu
 func (p *Parent) acksFor(c *child, resend map[string]bool) []*canopyv1.Ack {
 	var out []*canopyv1.Ack
-	for origin, via := range p.route {
-		if via != c.id {
-			continue
-		}
+	for origin := range c.origins {
 		a, ok := p.acks[origin]
 		if !ok || (c.told[origin] == a && !resend[origin]) {
 			continue
@@ -294,13 +306,11 @@ func (p *Parent) self() *canopyv1.NodeInfo {
 
 // must hold p.mu
 func (p *Parent) forget(id string) {
-	delete(p.children, id)
-	for origin, via := range p.route {
-		if via == id {
-			delete(p.route, origin)
-			delete(p.acks, origin)
-		}
+	for origin := range p.children[id].origins {
+		delete(p.route, origin)
+		delete(p.acks, origin)
 	}
+	delete(p.children, id)
 	p.metrics.children.Set(float64(len(p.children)))
 }
 

@@ -186,8 +186,12 @@ func writeTree(out io.Writer, t *canopyv1.TopologyResponse) error {
 			if n.LastHeartbeatUnixMs > 0 {
 				last = time.Since(time.UnixMilli(n.LastHeartbeatUnixMs)).Round(time.Second).String() + " ago"
 			}
-			fmt.Fprintf(tw, "%s%s\t%s\t%d\t%d/%s\t%d\t%s\t%s\n", strings.Repeat("  ", depth), n.Node.Id, role, depth,
-				n.Node.ChildCount, limit(n.Node.ChildLimit), max(n.Node.SubtreeSize, 1), state, last)
+			kids := "-"
+			if n.Node.Role != canopyv1.Role_ROLE_LEAF {
+				kids = fmt.Sprintf("%d/%s", n.Node.ChildCount, limit(n.Node.ChildLimit))
+			}
+			fmt.Fprintf(tw, "%s%s\t%s\t%d\t%s\t%d\t%s\t%s\n", strings.Repeat("  ", depth), n.Node.Id, role, depth,
+				kids, max(n.Node.SubtreeSize, 1), state, last)
 			walk(n.Node.Id, depth+1)
 		}
 	}

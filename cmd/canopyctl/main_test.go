@@ -1,0 +1,91 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/canopytree/canopy/batch"
+	"github.com/canopytree/canopy/root"
+)
+
+// startRoot runs a real root on loopback holding one sample of node n1.
+func startRoot(t *testing.T) string {
+	t.Helper()
+	r, err := root.Open(root.Options{
+		ID: "root", DataDir: t.TempDir(), Retention: time.Hour, Window: time.Second,
+		MaxMessageBytes: 1 << 20, ForgetAfter: time.Minute,
+		Ingest: root.IngestConfig{MaxAge: time.Hour, MaxFuture: time.Minute},
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	err = r.Ingester.Accept(context.Background(), "n1", []batch.Batch{{
+		ID: batch.ID{Origin: "n1", Epoch: 1, Seq: 1},
+		Series: []batch.Series{
+			{Labels: labels.FromStrings("__name__", "up", "node", "n1", "dc", "eu-1"), Samples: []batch.Sample{{T: now - 1000, V: 1}}},
+			{Labels: labels.FromStrings("__name__", "node_cpu_seconds_total", "node", "n1", "dc", "eu-1", "cpu", "0"), Samples: []batch.Sample{{T: now - 2000, V: 3}, {T: now - 1000, V: 4.5}}},
+		},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _ := net.Listen("tcp", "127.0.0.1:0")
+	h, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Serve(ctx, g, h); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; r.Close() })
+	return g.Addr().String()
+}
+
+func TestCommands(t *testing.T) {
+	addr := startRoot(t)
+	for _, tc := range []struct {
+		args []string
+		want []string
+		not  []string
+	}{
+		{[]string{"latest", "node", "n1"}, []string{`up{dc="eu-1",node="n1"} 1 `, "# EOF"}, []string{"node_cpu_seconds_total"}},
+		{[]string{"range", "node", "n1", "0", "now"}, []string{`node_cpu_seconds_total{cpu="0",dc="eu-1",node="n1"} 3 `, `node_cpu_seconds_total{cpu="0",dc="eu-1",node="n1"} 4.5 `}, nil},
+		{[]string{"range", "all", "0"}, []string{"# TYPE up unknown"}, nil},
+		{[]string{"tree"}, []string{"root", "NODE"}, nil},
+	} {
+		var out bytes.Buffer
+		if err := run(append([]string{"--root", addr}, tc.args...), &out); err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("%v: output lacks %q:\n%s", tc.args, w, out.String())
+			}
+		}
+		for _, w := range tc.not {
+			if strings.Contains(out.String(), w) {
+				t.Errorf("%v: output has %q", tc.args, w)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"latest", "node", "ghost"}, `unknown node "ghost"`},
+		{[]string{"range", "node", "n1", "later"}, "start: timestamp"},
+		{[]string{"latest", "rack", "r1"}, "unknown target kind"},
+		{[]string{"frobnicate"}, "usage"},
+	} {
+		err := run(append([]string{"--root", addr}, tc.args...), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}

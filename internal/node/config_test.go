@@ -1,0 +1,60 @@
+package node
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/canopytree/canopy/internal/config"
+	"github.com/canopytree/canopy/leaf"
+)
+
+// The shipped examples must load and validate: they document the keys.
+func TestExamplesLoad(t *testing.T) {
+	for _, f := range []string{"leaf.yaml", "supernode.yaml"} {
+		cfg := Default()
+		if err := config.Load(&cfg, "../../examples/"+f, pflag.NewFlagSet("x", pflag.ContinueOnError), nil); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	cfg := Default()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Scrape.Interval != 2*time.Second || cfg.Batch.Window != 5*time.Second || cfg.Batch.Delivery != "at-least-once" {
+		t.Fatalf("defaults drifted from the design: %+v %+v", cfg.Scrape, cfg.Batch)
+	}
+}
+
+func TestValidateNamesTheKey(t *testing.T) {
+	for key, mutate := range map[string]func(*Config){
+		"node.role":              func(c *Config) { c.Node.Role = "king" },
+		"node.tree_listen":       func(c *Config) { c.Node.Role = "supernode" },
+		"node.parent":            func(c *Config) { c.Node.Parent = "nocolon" },
+		"scrape.timeout":         func(c *Config) { c.Scrape.Timeout = time.Hour },
+		"batch.delivery":         func(c *Config) { c.Batch.Delivery = "exactly-once" },
+		"batch.retransmit_after": func(c *Config) { c.Batch.RetransmitAfter = time.Second },
+		"scrape.targets[0].url":  func(c *Config) { c.Scrape.Targets = append(c.Scrape.Targets, badTarget()) },
+		"limits.max_samples":     func(c *Config) { c.Limits.MaxSamples = -1 },
+		"log.level":              func(c *Config) { c.Log.Level = "chatty" },
+	} {
+		cfg := Default()
+		mutate(&cfg)
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%s: error %v does not name the key", key, err)
+		}
+	}
+}
+
+func badTarget() (t leaf.Target) {
+	t.Name, t.URL = "x", "not a url"
+	return t
+}
