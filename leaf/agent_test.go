@@ -1,0 +1,156 @@
+package leaf
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/canopytree/canopy/batch"
+	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
+)
+
+// fakeParent answers heartbeats in memory: it decodes them like a real
+// parent, refuses any message carrying a poisoned seq, and, when told to,
+// acknowledges cumulatively like the root (low_seq lets it pass gaps).
+type fakeParent struct {
+	dec      *batch.Decoder
+	path     uint64
+	poisoned uint64
+	down     bool
+	ackAll   bool
+	accepted []uint64
+	done     map[uint64]bool
+	acked    uint64
+	messages int
+}
+
+func (f *fakeParent) Invoke(_ context.Context, method string, args, reply any, _ ...grpc.CallOption) error {
+	if method != canopyv1.TreeService_Heartbeat_FullMethodName {
+		return status.Error(codes.Unimplemented, method)
+	}
+	f.messages++
+	if f.down {
+		return status.Error(codes.Unavailable, "connection refused")
+	}
+	req := proto.Clone(args.(*canopyv1.HeartbeatRequest)).(*canopyv1.HeartbeatRequest)
+	for _, b := range req.Batches {
+		if b.Seq == f.poisoned {
+			return status.Errorf(codes.InvalidArgument, "batch %d: invalid label", b.Seq)
+		}
+	}
+	bs, err := f.dec.Decode(req, batch.DecodeLimits{})
+	if err != nil {
+		return status.Error(codes.FailedPrecondition, err.Error())
+	}
+	resp := reply.(*canopyv1.HeartbeatResponse)
+	resp.PathInstance = f.path
+	if f.done == nil {
+		f.done = map[uint64]bool{}
+	}
+	for _, b := range bs {
+		f.accepted = append(f.accepted, b.Seq)
+		f.done[b.Seq] = true
+		f.acked = max(f.acked, b.LowSeq-1)
+	}
+	for f.done[f.acked+1] {
+		f.acked++
+	}
+	if f.ackAll && len(bs) > 0 {
+		resp.Acks = []*canopyv1.Ack{{Origin: bs[0].Origin, Epoch: bs[0].Epoch, Seq: f.acked}}
+	}
+	return nil
+}
+
+func (f *fakeParent) NewStream(context.Context, *grpc.StreamDesc, string, ...grpc.CallOption) (grpc.ClientStream, error) {
+	return nil, status.Error(codes.Unimplemented, "no streams")
+}
+
+func newTestAgent(t *testing.T, parent *fakeParent, now *time.Time) *Agent {
+	t.Helper()
+	session := uint64(0)
+	up := NewUplink(parent, 0, func() uint64 { session++; return session })
+	a, err := NewAgent(AgentConfig{
+		Identity: Identity{Node: "n1", DC: "eu-1"}, ScrapeInterval: time.Second, ScrapeTimeout: time.Second,
+		Window: time.Second, Epoch: 7, Buffer: batch.Limits{MaxSamples: 1000}, RetransmitAfter: time.Minute,
+		MaxBatchesPerHeartbeat: 8, Now: func() time.Time { return *now },
+	}, up, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func TestAgentRetainsUntilAcknowledged(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	parent := &fakeParent{dec: batch.NewDecoder(), path: 1}
+	a := newTestAgent(t, parent, &now)
+	ctx := context.Background()
+	for range 3 {
+		if err := a.Heartbeat(ctx); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(time.Second)
+	}
+	// Handed over but not acknowledged: retained, not resent.
+	if d := a.Delivery(); d.Buffered != 3 || len(parent.accepted) != 3 {
+		t.Fatalf("buffered %d, parent saw %v", d.Buffered, parent.accepted)
+	}
+	// The parent goes away: windows keep being sealed and retained.
+	parent.down = true
+	if err := a.Heartbeat(ctx); status.Code(err) != codes.Unavailable {
+		t.Fatalf("heartbeat to a dead parent: %v", err)
+	}
+	// It comes back as a new process (new path instance): everything not
+	// acknowledged is sent again, in order, and now acknowledged.
+	parent.down, parent.path, parent.ackAll = false, 2, true
+	parent.dec, parent.accepted, parent.done, parent.acked = batch.NewDecoder(), nil, nil, 0
+	if err := a.Heartbeat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if want := []uint64{4, 5, 1, 2, 3}; !equal(parent.accepted, want) {
+		t.Fatalf("resent %v, want %v", parent.accepted, want)
+	}
+	if d := a.Delivery(); d.Buffered != 0 || d.LowSeq != 6 {
+		t.Fatalf("after acks: %+v", d)
+	}
+}
+
+func TestAgentDropsOnlyTheRejectedBatch(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	parent := &fakeParent{dec: batch.NewDecoder(), path: 1, down: true, ackAll: true, poisoned: 2}
+	a := newTestAgent(t, parent, &now)
+	ctx := context.Background()
+	for range 3 {
+		_ = a.Heartbeat(ctx) // parent down: batches 1..3 pile up
+	}
+	parent.down = false
+	if err := a.Heartbeat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if want := []uint64{1, 3, 4}; !equal(parent.accepted, want) {
+		t.Fatalf("accepted %v, want %v", parent.accepted, want)
+	}
+	d := a.Delivery()
+	if d.Rejected.Batches != 1 || d.Buffered != 0 {
+		t.Fatalf("delivery %+v", d)
+	}
+}
+
+func equal(a, b []uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
