@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/canopytree/canopy/batch"
+	"github.com/canopytree/canopy/internal/ticker"
 	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
 )
 
@@ -230,18 +231,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
+// every runs f now and then every interval until ctx ends.
 func (a *Agent) every(ctx context.Context, interval time.Duration, f func(time.Time)) {
 	f(a.cfg.Now())
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			f(a.cfg.Now())
-		}
-	}
+	ticker.Every(ctx, interval, func() { f(a.cfg.Now()) })
 }
 
 // ScrapeOnce scrapes every target and the machine collector once, now. Run

@@ -70,16 +70,7 @@ func (b *bodySender) Write(p []byte) (int, error) {
 
 // Export streams a range query as OpenMetrics text or JSON.
 func (s *Service) Export(req *canopyv1.ExportRequest, stream canopyv1.ReaderService_ExportServer) error {
-	ctx := stream.Context()
-	t, err := resolveTarget(req.Target)
-	if err != nil {
-		return err
-	}
-	mint, maxt, err := s.timeRange(req.TimeRange)
-	if err != nil {
-		return err
-	}
-	ct, err := negotiate(ctx, req.Format)
+	ct, err := negotiate(stream.Context(), req.Format)
 	if err != nil {
 		return err
 	}
@@ -87,14 +78,8 @@ func (s *Service) Export(req *canopyv1.ExportRequest, stream canopyv1.ReaderServ
 	// errors found early (unknown id, a limit hit early) still become a
 	// proper HTTP status rather than a truncated body.
 	w := newSeriesWriter(ct, &bodySender{contentType: ct, send: stream.Send})
-	n, err := s.scan(ctx, t, nil, mint, maxt, false, w.Series)
-	if err != nil {
+	if _, err := s.rangeScan(stream.Context(), req.Target, req.TimeRange, w.Series); err != nil {
 		return err
-	}
-	if n == 0 {
-		if err := s.notFound(ctx, t); err != nil {
-			return err
-		}
 	}
 	return w.Close()
 }

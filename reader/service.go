@@ -225,18 +225,29 @@ func toProtoSeries(ls labels.Labels, samples []batch.Sample) *canopyv1.Series {
 	return out
 }
 
+// rangeScan resolves a target and a time range and streams the selected
+// series to emit; an id that nobody ever reported is NotFound. It is the
+// one query path behind Query and Export.
+func (s *Service) rangeScan(ctx context.Context, tg *canopyv1.Target, tr *canopyv1.TimeRange, emit func(labels.Labels, []batch.Sample) error) (int, error) {
+	t, err := resolveTarget(tg)
+	if err != nil {
+		return 0, err
+	}
+	mint, maxt, err := s.timeRange(tr)
+	if err != nil {
+		return 0, err
+	}
+	n, err := s.scan(ctx, t, nil, mint, maxt, false, emit)
+	if err == nil && n == 0 {
+		err = s.notFound(ctx, t)
+	}
+	return n, err
+}
+
 // Query streams the target's series over the range.
 func (s *Service) Query(req *canopyv1.QueryRequest, stream canopyv1.ReaderService_QueryServer) error {
-	t, err := resolveTarget(req.Target)
-	if err != nil {
-		return err
-	}
-	mint, maxt, err := s.timeRange(req.TimeRange)
-	if err != nil {
-		return err
-	}
 	msg := &canopyv1.QueryResponse{}
-	n, err := s.scan(stream.Context(), t, nil, mint, maxt, false, func(ls labels.Labels, samples []batch.Sample) error {
+	n, err := s.rangeScan(stream.Context(), req.Target, req.TimeRange, func(ls labels.Labels, samples []batch.Sample) error {
 		msg.Series = append(msg.Series, toProtoSeries(ls, samples))
 		if len(msg.Series) < s.cfg.SeriesPerMessage {
 			return nil
@@ -247,11 +258,6 @@ func (s *Service) Query(req *canopyv1.QueryRequest, stream canopyv1.ReaderServic
 	})
 	if err != nil {
 		return err
-	}
-	if n == 0 {
-		if err := s.notFound(stream.Context(), t); err != nil {
-			return err
-		}
 	}
 	if len(msg.Series) > 0 || n == 0 {
 		return stream.Send(msg)

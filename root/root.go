@@ -17,6 +17,7 @@ import (
 
 	"github.com/canopytree/canopy/batch"
 	_ "github.com/canopytree/canopy/internal/grpcsnappy" // children compress heartbeats with snappy
+	"github.com/canopytree/canopy/internal/ticker"
 	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
 	"github.com/canopytree/canopy/proto/openapi"
 	"github.com/canopytree/canopy/reader"
@@ -160,7 +161,7 @@ func (r *Root) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error {
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { errc <- hs.Serve(httpLis) }()
 
-	go r.housekeeping(ctx)
+	go ticker.Every(ctx, r.opts.Window, r.housekeeping)
 
 	select {
 	case <-ctx.Done():
@@ -183,18 +184,9 @@ func (r *Root) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error {
 	return nil
 }
 
-func (r *Root) housekeeping(ctx context.Context) {
-	t := time.NewTicker(r.opts.Window)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			r.Parent.Sweep()
-			r.Ingester.Forget(r.opts.ForgetAfter)
-		}
-	}
+func (r *Root) housekeeping() {
+	r.Parent.Sweep()
+	r.Ingester.Forget(r.opts.ForgetAfter)
 }
 
 // Close closes storage; call after Serve returned.

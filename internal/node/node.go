@@ -23,6 +23,7 @@ import (
 
 	"github.com/canopytree/canopy/batch"
 	_ "github.com/canopytree/canopy/internal/grpcsnappy" // heartbeats are snappy-compressed
+	"github.com/canopytree/canopy/internal/ticker"
 	"github.com/canopytree/canopy/leaf"
 	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
 	"github.com/canopytree/canopy/supernode"
@@ -140,7 +141,7 @@ func (n *Node) Run(ctx context.Context, apiLis, treeLis net.Listener) error {
 		srv = grpc.NewServer(n.Supernode.ServerOptions(n.cfg.Limits.MaxMessageBytes)...)
 		n.Supernode.Register(srv)
 		go func() { errc <- srv.Serve(treeLis) }()
-		go n.sweep(ctx)
+		go ticker.Every(ctx, n.cfg.Batch.Window, n.Supernode.Sweep)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/api/", n.Agent.APIHandler())
@@ -175,17 +176,4 @@ func (n *Node) Run(ctx context.Context, apiLis, treeLis net.Listener) error {
 		return err
 	}
 	return nil
-}
-
-func (n *Node) sweep(ctx context.Context) {
-	t := time.NewTicker(n.cfg.Batch.Window)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			n.Supernode.Sweep()
-		}
-	}
 }
