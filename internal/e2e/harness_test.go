@@ -93,6 +93,13 @@ type rootRun struct {
 
 func startRoot(t *testing.T) *rootRun {
 	t.Helper()
+	return startRootOn(t, listen(t))
+}
+
+// startRootOn serves the root's gRPC on g (a fixed address lets a test
+// start children before their parent exists).
+func startRootOn(t *testing.T, g net.Listener) *rootRun {
+	t.Helper()
 	r, err := root.Open(root.Options{
 		ID: "root", DataDir: t.TempDir(),
 		Retention: 24 * time.Hour, OutOfOrderWindow: time.Hour,
@@ -104,7 +111,7 @@ func startRoot(t *testing.T) *rootRun {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, h := listen(t), listen(t)
+	h := listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Serve(ctx, g, h) }()
@@ -194,6 +201,12 @@ type leafRun struct {
 
 func startLeaf(t *testing.T, id, dc, parent string) *leafRun {
 	t.Helper()
+	return startLeafWith(t, id, dc, parent, func(*node.Config) {})
+}
+
+// startLeafWith lets a test adjust the leaf's configuration.
+func startLeafWith(t *testing.T, id, dc, parent string, adjust func(*node.Config)) *leafRun {
+	t.Helper()
 	l := &leafRun{id: id, target: NewExporterTarget(2), sealed: map[uint64][]batch.Series{}, done: make(chan error, 1)}
 	t.Cleanup(l.target.Close)
 	cfg := node.Default()
@@ -201,6 +214,7 @@ func startLeaf(t *testing.T, id, dc, parent string) *leafRun {
 	cfg.Scrape.Interval, cfg.Scrape.Timeout, cfg.Scrape.Machine = scrapeInterval, scrapeInterval, false
 	cfg.Scrape.Targets = []leaf.Target{{Name: "node_exporter", URL: l.target.URL + "/metrics"}}
 	cfg.Batch.Window, cfg.Batch.RetransmitAfter = window, 5*time.Second
+	adjust(&cfg)
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
