@@ -464,8 +464,11 @@ type JoinRequest struct {
 	// Parent the node is leaving, if any: lets the tree count it as a possible
 	// duplicate until the old parent's soft state expires.
 	PreviousParent string `protobuf:"bytes,2,opt,name=previous_parent,json=previousParent,proto3" json:"previous_parent,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The joiner found no room anywhere it looked: a full parent should
+	// elect a supernode among its children to create some.
+	AllFull       bool `protobuf:"varint,3,opt,name=all_full,json=allFull,proto3" json:"all_full,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JoinRequest) Reset() {
@@ -512,13 +515,22 @@ func (x *JoinRequest) GetPreviousParent() string {
 	return ""
 }
 
+func (x *JoinRequest) GetAllFull() bool {
+	if x != nil {
+		return x.AllFull
+	}
+	return false
+}
+
 type JoinResponse struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Result     JoinResult             `protobuf:"varint,1,opt,name=result,proto3,enum=canopy.v1.JoinResult" json:"result,omitempty"`
 	Parent     *NodeInfo              `protobuf:"bytes,2,opt,name=parent,proto3" json:"parent,omitempty"`
 	Candidates []*NodeInfo            `protobuf:"bytes,3,rep,name=candidates,proto3" json:"candidates,omitempty"`
 	// Current configuration for the new child.
-	Control       *Control `protobuf:"bytes,4,opt,name=control,proto3" json:"control,omitempty"`
+	Control *Control `protobuf:"bytes,4,opt,name=control,proto3" json:"control,omitempty"`
+	// Ids from the root down to the responder.
+	Path          []string `protobuf:"bytes,5,rep,name=path,proto3" json:"path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -577,6 +589,13 @@ func (x *JoinResponse) GetCandidates() []*NodeInfo {
 func (x *JoinResponse) GetControl() *Control {
 	if x != nil {
 		return x.Control
+	}
+	return nil
+}
+
+func (x *JoinResponse) GetPath() []string {
+	if x != nil {
+		return x.Path
 	}
 	return nil
 }
@@ -1159,8 +1178,14 @@ type HeartbeatResponse struct {
 	PathInstance uint64 `protobuf:"varint,1,opt,name=path_instance,json=pathInstance,proto3" json:"path_instance,omitempty"`
 	// Cumulative end-to-end acknowledgements for origins in the sender's
 	// subtree: the root has persisted every batch of (origin, epoch) up to seq.
-	Acks          []*Ack   `protobuf:"bytes,2,rep,name=acks,proto3" json:"acks,omitempty"`
-	Control       *Control `protobuf:"bytes,3,opt,name=control,proto3" json:"control,omitempty"`
+	Acks    []*Ack   `protobuf:"bytes,2,rep,name=acks,proto3" json:"acks,omitempty"`
+	Control *Control `protobuf:"bytes,3,opt,name=control,proto3" json:"control,omitempty"`
+	// The responder as it is now (level, load), so children follow level
+	// changes when a subtree moves.
+	Parent *NodeInfo `protobuf:"bytes,4,opt,name=parent,proto3" json:"parent,omitempty"`
+	// Ids from the root down to the responder: a node never joins a
+	// descendant of its own.
+	Path          []string `protobuf:"bytes,5,rep,name=path,proto3" json:"path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1212,6 +1237,20 @@ func (x *HeartbeatResponse) GetAcks() []*Ack {
 func (x *HeartbeatResponse) GetControl() *Control {
 	if x != nil {
 		return x.Control
+	}
+	return nil
+}
+
+func (x *HeartbeatResponse) GetParent() *NodeInfo {
+	if x != nil {
+		return x.Parent
+	}
+	return nil
+}
+
+func (x *HeartbeatResponse) GetPath() []string {
+	if x != nil {
+		return x.Path
 	}
 	return nil
 }
@@ -1725,17 +1764,19 @@ const file_canopy_v1_tree_proto_rawDesc = "" +
 	"\x0esent_unix_nano\x18\x02 \x01(\x03R\fsentUnixNano\"g\n" +
 	"\fPingResponse\x121\n" +
 	"\tresponder\x18\x01 \x01(\v2\x13.canopy.v1.NodeInfoR\tresponder\x12$\n" +
-	"\x0esent_unix_nano\x18\x02 \x01(\x03R\fsentUnixNano\"_\n" +
+	"\x0esent_unix_nano\x18\x02 \x01(\x03R\fsentUnixNano\"z\n" +
 	"\vJoinRequest\x12'\n" +
 	"\x04node\x18\x01 \x01(\v2\x13.canopy.v1.NodeInfoR\x04node\x12'\n" +
-	"\x0fprevious_parent\x18\x02 \x01(\tR\x0epreviousParent\"\xcd\x01\n" +
+	"\x0fprevious_parent\x18\x02 \x01(\tR\x0epreviousParent\x12\x19\n" +
+	"\ball_full\x18\x03 \x01(\bR\aallFull\"\xe1\x01\n" +
 	"\fJoinResponse\x12-\n" +
 	"\x06result\x18\x01 \x01(\x0e2\x15.canopy.v1.JoinResultR\x06result\x12+\n" +
 	"\x06parent\x18\x02 \x01(\v2\x13.canopy.v1.NodeInfoR\x06parent\x123\n" +
 	"\n" +
 	"candidates\x18\x03 \x03(\v2\x13.canopy.v1.NodeInfoR\n" +
 	"candidates\x12,\n" +
-	"\acontrol\x18\x04 \x01(\v2\x12.canopy.v1.ControlR\acontrol\"\xae\x03\n" +
+	"\acontrol\x18\x04 \x01(\v2\x12.canopy.v1.ControlR\acontrol\x12\x12\n" +
+	"\x04path\x18\x05 \x03(\tR\x04path\"\xae\x03\n" +
 	"\x10HeartbeatRequest\x12'\n" +
 	"\x04node\x18\x01 \x01(\v2\x13.canopy.v1.NodeInfoR\x04node\x12\x18\n" +
 	"\asession\x18\x02 \x01(\x04R\asession\x12,\n" +
@@ -1781,11 +1822,13 @@ const file_canopy_v1_tree_proto_rawDesc = "" +
 	"\x16last_heartbeat_unix_ms\x18\x03 \x01(\x03R\x13lastHeartbeatUnixMs\x12\x1d\n" +
 	"\n" +
 	"rtt_micros\x18\x04 \x01(\x03R\trttMicros\x12\x1b\n" +
-	"\tparent_id\x18\x05 \x01(\tR\bparentId\"\x8a\x01\n" +
+	"\tparent_id\x18\x05 \x01(\tR\bparentId\"\xcb\x01\n" +
 	"\x11HeartbeatResponse\x12#\n" +
 	"\rpath_instance\x18\x01 \x01(\x04R\fpathInstance\x12\"\n" +
 	"\x04acks\x18\x02 \x03(\v2\x0e.canopy.v1.AckR\x04acks\x12,\n" +
-	"\acontrol\x18\x03 \x01(\v2\x12.canopy.v1.ControlR\acontrol\"E\n" +
+	"\acontrol\x18\x03 \x01(\v2\x12.canopy.v1.ControlR\acontrol\x12+\n" +
+	"\x06parent\x18\x04 \x01(\v2\x13.canopy.v1.NodeInfoR\x06parent\x12\x12\n" +
+	"\x04path\x18\x05 \x03(\tR\x04path\"E\n" +
 	"\x03Ack\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\tR\x06origin\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x10\n" +
@@ -1927,29 +1970,30 @@ var file_canopy_v1_tree_proto_depIdxs = []int32{
 	1,  // 23: canopy.v1.ChildStatus.state:type_name -> canopy.v1.ChildState
 	18, // 24: canopy.v1.HeartbeatResponse.acks:type_name -> canopy.v1.Ack
 	19, // 25: canopy.v1.HeartbeatResponse.control:type_name -> canopy.v1.Control
-	22, // 26: canopy.v1.Control.filter_rules:type_name -> canopy.v1.FilterRule
-	23, // 27: canopy.v1.Control.aggregation_rules:type_name -> canopy.v1.AggregationRule
-	20, // 28: canopy.v1.Control.rejoin:type_name -> canopy.v1.Rejoin
-	26, // 29: canopy.v1.Rejoin.candidates:type_name -> canopy.v1.NodeInfo
-	2,  // 30: canopy.v1.LabelMatcher.type:type_name -> canopy.v1.MatchType
-	21, // 31: canopy.v1.FilterRule.matchers:type_name -> canopy.v1.LabelMatcher
-	21, // 32: canopy.v1.AggregationRule.matchers:type_name -> canopy.v1.LabelMatcher
-	3,  // 33: canopy.v1.AggregationRule.functions:type_name -> canopy.v1.AggregateFunction
-	4,  // 34: canopy.v1.TreeService.Candidates:input_type -> canopy.v1.CandidatesRequest
-	6,  // 35: canopy.v1.TreeService.Ping:input_type -> canopy.v1.PingRequest
-	8,  // 36: canopy.v1.TreeService.Join:input_type -> canopy.v1.JoinRequest
-	10, // 37: canopy.v1.TreeService.Heartbeat:input_type -> canopy.v1.HeartbeatRequest
-	24, // 38: canopy.v1.TreeService.Leave:input_type -> canopy.v1.LeaveRequest
-	5,  // 39: canopy.v1.TreeService.Candidates:output_type -> canopy.v1.CandidatesResponse
-	7,  // 40: canopy.v1.TreeService.Ping:output_type -> canopy.v1.PingResponse
-	9,  // 41: canopy.v1.TreeService.Join:output_type -> canopy.v1.JoinResponse
-	17, // 42: canopy.v1.TreeService.Heartbeat:output_type -> canopy.v1.HeartbeatResponse
-	25, // 43: canopy.v1.TreeService.Leave:output_type -> canopy.v1.LeaveResponse
-	39, // [39:44] is the sub-list for method output_type
-	34, // [34:39] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	26, // 26: canopy.v1.HeartbeatResponse.parent:type_name -> canopy.v1.NodeInfo
+	22, // 27: canopy.v1.Control.filter_rules:type_name -> canopy.v1.FilterRule
+	23, // 28: canopy.v1.Control.aggregation_rules:type_name -> canopy.v1.AggregationRule
+	20, // 29: canopy.v1.Control.rejoin:type_name -> canopy.v1.Rejoin
+	26, // 30: canopy.v1.Rejoin.candidates:type_name -> canopy.v1.NodeInfo
+	2,  // 31: canopy.v1.LabelMatcher.type:type_name -> canopy.v1.MatchType
+	21, // 32: canopy.v1.FilterRule.matchers:type_name -> canopy.v1.LabelMatcher
+	21, // 33: canopy.v1.AggregationRule.matchers:type_name -> canopy.v1.LabelMatcher
+	3,  // 34: canopy.v1.AggregationRule.functions:type_name -> canopy.v1.AggregateFunction
+	4,  // 35: canopy.v1.TreeService.Candidates:input_type -> canopy.v1.CandidatesRequest
+	6,  // 36: canopy.v1.TreeService.Ping:input_type -> canopy.v1.PingRequest
+	8,  // 37: canopy.v1.TreeService.Join:input_type -> canopy.v1.JoinRequest
+	10, // 38: canopy.v1.TreeService.Heartbeat:input_type -> canopy.v1.HeartbeatRequest
+	24, // 39: canopy.v1.TreeService.Leave:input_type -> canopy.v1.LeaveRequest
+	5,  // 40: canopy.v1.TreeService.Candidates:output_type -> canopy.v1.CandidatesResponse
+	7,  // 41: canopy.v1.TreeService.Ping:output_type -> canopy.v1.PingResponse
+	9,  // 42: canopy.v1.TreeService.Join:output_type -> canopy.v1.JoinResponse
+	17, // 43: canopy.v1.TreeService.Heartbeat:output_type -> canopy.v1.HeartbeatResponse
+	25, // 44: canopy.v1.TreeService.Leave:output_type -> canopy.v1.LeaveResponse
+	40, // [40:45] is the sub-list for method output_type
+	35, // [35:40] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_canopy_v1_tree_proto_init() }

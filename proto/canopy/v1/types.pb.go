@@ -297,9 +297,17 @@ type NodeInfo struct {
 	ChildCount uint32    `protobuf:"varint,7,opt,name=child_count,json=childCount,proto3" json:"child_count,omitempty"`
 	ChildLimit uint32    `protobuf:"varint,8,opt,name=child_limit,json=childLimit,proto3" json:"child_limit,omitempty"`
 	// Number of nodes in the subtree rooted here, including the node itself.
-	SubtreeSize   uint64 `protobuf:"varint,9,opt,name=subtree_size,json=subtreeSize,proto3" json:"subtree_size,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SubtreeSize uint64 `protobuf:"varint,9,opt,name=subtree_size,json=subtreeSize,proto3" json:"subtree_size,omitempty"`
+	// Free child slots in the subtree rooted here: the node's own plus what
+	// its supernode children reported. Joining nodes descend towards room.
+	SubtreeFree uint64 `protobuf:"varint,10,opt,name=subtree_free,json=subtreeFree,proto3" json:"subtree_free,omitempty"`
+	// Leaf children eligible for promotion: the node can create room by
+	// electing one of them.
+	Electable uint32 `protobuf:"varint,11,opt,name=electable,proto3" json:"electable,omitempty"`
+	// RTT the node measured to its parent when it joined (median of probes).
+	ParentRttMicros int64 `protobuf:"varint,12,opt,name=parent_rtt_micros,json=parentRttMicros,proto3" json:"parent_rtt_micros,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *NodeInfo) Reset() {
@@ -391,6 +399,27 @@ func (x *NodeInfo) GetChildLimit() uint32 {
 func (x *NodeInfo) GetSubtreeSize() uint64 {
 	if x != nil {
 		return x.SubtreeSize
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetSubtreeFree() uint64 {
+	if x != nil {
+		return x.SubtreeFree
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetElectable() uint32 {
+	if x != nil {
+		return x.Electable
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetParentRttMicros() int64 {
+	if x != nil {
+		return x.ParentRttMicros
 	}
 	return 0
 }
@@ -589,7 +618,7 @@ const file_canopy_v1_types_proto_rawDesc = "" +
 	"\fmemory_bytes\x18\x03 \x01(\x04R\vmemoryBytes\x12,\n" +
 	"\x12link_bandwidth_bps\x18\x04 \x01(\x04R\x10linkBandwidthBps\x12%\n" +
 	"\x0euptime_seconds\x18\x05 \x01(\x04R\ruptimeSeconds\x12\x1b\n" +
-	"\tleaf_only\x18\x06 \x01(\bR\bleafOnly\"\x95\x02\n" +
+	"\tleaf_only\x18\x06 \x01(\bR\bleafOnly\"\x82\x03\n" +
 	"\bNodeInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x0e\n" +
@@ -601,7 +630,11 @@ const file_canopy_v1_types_proto_rawDesc = "" +
 	"childCount\x12\x1f\n" +
 	"\vchild_limit\x18\b \x01(\rR\n" +
 	"childLimit\x12!\n" +
-	"\fsubtree_size\x18\t \x01(\x04R\vsubtreeSize\"V\n" +
+	"\fsubtree_size\x18\t \x01(\x04R\vsubtreeSize\x12!\n" +
+	"\fsubtree_free\x18\n" +
+	" \x01(\x04R\vsubtreeFree\x12\x1c\n" +
+	"\telectable\x18\v \x01(\rR\telectable\x12*\n" +
+	"\x11parent_rtt_micros\x18\f \x01(\x03R\x0fparentRttMicros\"V\n" +
 	"\x12NetworkImprecision\x12\x10\n" +
 	"\x03all\x18\x01 \x01(\x04R\x03all\x12\x1c\n" +
 	"\treachable\x18\x02 \x01(\x04R\treachable\x12\x10\n" +

@@ -1,0 +1,369 @@
+package tree
+
+import (
+	"slices"
+	"sort"
+	"time"
+
+	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
+)
+
+// child is the parent side's record of one child.
+type child struct {
+	info     *canopyv1.NodeInfo
+	joined   time.Time
+	lastSeen time.Time
+	state    canopyv1.ChildState
+	// control goes out with the child's next heartbeat reply.
+	control *canopyv1.Control
+	// shedding children were asked to rejoin elsewhere (at shedAt).
+	shedding bool
+	shedAt   time.Time
+	// subtree is what a supernode child reported of its own subtree.
+	subtree []*canopyv1.ChildStatus
+}
+
+func (c *child) live() bool { return c.state != canopyv1.ChildState_CHILD_STATE_DEAD }
+
+func (c *child) isSupernode() bool { return c.info.Role == canopyv1.Role_ROLE_SUPERNODE }
+
+// load sums the parent side: live children, free slots in the subtree,
+// leaf children eligible for promotion, and the subtree's size.
+func (n *Node) load(limit int) (live int, free uint64, electable int, size uint64) {
+	size = 1
+	for _, c := range n.children {
+		if !c.live() {
+			continue
+		}
+		live++
+		size += max(c.info.SubtreeSize, 1)
+		if c.isSupernode() {
+			free += c.info.SubtreeFree
+		} else if !c.shedding && n.eligible(c.info) {
+			electable++
+		}
+	}
+	if limit > live {
+		free += uint64(limit - live)
+	}
+	return live, free, electable, size
+}
+
+// inSubtree reports whether id is below this node.
+func (n *Node) inSubtree(id string) bool {
+	if _, ok := n.children[id]; ok {
+		return true
+	}
+	for _, c := range n.children {
+		for _, s := range c.subtree {
+			if s.Node.GetId() == id {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (n *Node) tickChildren() {
+	missed := time.Duration(n.cfg.MissedWindows) * n.cfg.Window
+	dead := time.Duration(n.cfg.DeadWindows) * n.cfg.Window
+	for id, c := range n.children {
+		silent := n.now.Sub(c.lastSeen)
+		switch {
+		case silent > n.cfg.ForgetAfter:
+			delete(n.children, id)
+		case silent > dead:
+			c.state = canopyv1.ChildState_CHILD_STATE_DEAD
+		case silent > missed:
+			c.state = canopyv1.ChildState_CHILD_STATE_SUSPECT
+		}
+		if c.shedding && n.now.Sub(c.shedAt) > dead {
+			c.shedding = false // it found nowhere better; it may be shed again later
+		}
+	}
+	if n.electing != "" {
+		c, ok := n.children[n.electing]
+		if !ok || !c.live() || n.now.Sub(n.electedAt) > dead {
+			n.electing = "" // the elected child died or never took the role
+		}
+	}
+}
+
+func (n *Node) liveChildren() int {
+	live := 0
+	for _, c := range n.children {
+		if c.live() {
+			live++
+		}
+	}
+	return live
+}
+
+// Candidates answers a joining node: this node if it takes children, and
+// its supernode children, those with room in their subtrees first.
+func (n *Node) Candidates(now time.Time, req *canopyv1.CandidatesRequest) *canopyv1.CandidatesResponse {
+	n.now = now
+	n.stats.Answered++
+	limit := n.cfg.MaxCandidates
+	if req.Limit > 0 && int(req.Limit) < limit {
+		limit = int(req.Limit)
+	}
+	var out []*canopyv1.NodeInfo
+	if n.isSupernode() && !n.leaving {
+		out = append(out, n.Info())
+	}
+	for _, c := range n.supernodeChildren(req.Exclude) {
+		if len(out) >= limit {
+			break
+		}
+		out = append(out, c.info)
+	}
+	return &canopyv1.CandidatesResponse{Candidates: out}
+}
+
+// supernodeChildren lists live supernode children, most free room first,
+// then those that can elect.
+func (n *Node) supernodeChildren(exclude []string) []*child {
+	var sns []*child
+	for _, c := range n.children {
+		if c.live() && c.isSupernode() && c.info.Address != "" && !slices.Contains(exclude, c.info.Address) {
+			sns = append(sns, c)
+		}
+	}
+	sort.Slice(sns, func(i, j int) bool {
+		a, b := sns[i].info, sns[j].info
+		if a.SubtreeFree != b.SubtreeFree {
+			return a.SubtreeFree > b.SubtreeFree
+		}
+		if a.Electable != b.Electable {
+			return a.Electable > b.Electable
+		}
+		return a.Id < b.Id
+	})
+	return sns
+}
+
+// Ping answers a probe with this node's load.
+func (n *Node) Ping(now time.Time, req *canopyv1.PingRequest) *canopyv1.PingResponse {
+	n.now = now
+	n.stats.Answered++
+	return &canopyv1.PingResponse{Responder: n.Info(), SentUnixNano: req.SentUnixNano}
+}
+
+func (n *Node) pathDown() []string {
+	return append(slices.Clone(n.path), n.cfg.ID)
+}
+
+// Join adopts the caller if there is room. Otherwise it answers FULL with
+// the supernode children that have room (the caller descends), and, when
+// the caller found no room anywhere, elects a supernode among its own
+// children to create some. A supernode joiner is made room for by shedding
+// a leaf.
+func (n *Node) Join(now time.Time, req *canopyv1.JoinRequest) *canopyv1.JoinResponse {
+	n.now = now
+	n.stats.Answered++
+	id := req.GetNode().GetId()
+	full := func() *canopyv1.JoinResponse {
+		resp := &canopyv1.JoinResponse{Result: canopyv1.JoinResult_JOIN_RESULT_FULL, Parent: n.Info()}
+		for _, c := range n.supernodeChildren(nil) {
+			if len(resp.Candidates) == n.cfg.MaxCandidates {
+				break
+			}
+			if c.info.Id != id && (c.info.SubtreeFree > 0 || c.info.Electable > 0) {
+				resp.Candidates = append(resp.Candidates, c.info)
+			}
+		}
+		return resp
+	}
+	switch {
+	case !n.isSupernode() || n.leaving:
+		return full()
+	case id == "" || id == n.cfg.ID || slices.Contains(n.path, id):
+		// Adopting an ancestor would close a cycle.
+		return &canopyv1.JoinResponse{Result: canopyv1.JoinResult_JOIN_RESULT_REDIRECT, Parent: n.Info()}
+	}
+	if c, ok := n.children[id]; ok && c.live() {
+		c.info, c.lastSeen = req.Node, now
+		return n.accepted()
+	}
+	if n.liveChildren() < n.cfg.childLimit() {
+		delete(n.children, id) // a dead record of the same node
+		n.children[id] = &child{info: req.Node, joined: now, lastSeen: now, state: canopyv1.ChildState_CHILD_STATE_HEALTHY}
+		return n.accepted()
+	}
+	resp := full()
+	if len(resp.Candidates) == 0 || req.AllFull {
+		if req.Node.Role == canopyv1.Role_ROLE_SUPERNODE {
+			n.shed(1, req.Node)
+		} else if req.AllFull && !n.hasRoomBelow() {
+			n.elect()
+		}
+	}
+	return resp
+}
+
+func (n *Node) accepted() *canopyv1.JoinResponse {
+	return &canopyv1.JoinResponse{Result: canopyv1.JoinResult_JOIN_RESULT_ACCEPTED, Parent: n.Info(), Path: n.pathDown()}
+}
+
+func (n *Node) hasRoomBelow() bool {
+	for _, c := range n.children {
+		if c.live() && c.isSupernode() && c.info.SubtreeFree > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// elect promotes the most capable eligible leaf child (highest score, then
+// lowest id), unless an election is already under way.
+func (n *Node) elect() {
+	if n.electing != "" {
+		return
+	}
+	var best *child
+	for _, c := range n.children {
+		if !c.live() || c.isSupernode() || c.shedding || !n.eligible(c.info) {
+			continue
+		}
+		if best == nil || c.info.Capacity.Score > best.info.Capacity.Score ||
+			(c.info.Capacity.Score == best.info.Capacity.Score && c.info.Id < best.info.Id) {
+			best = c
+		}
+	}
+	if best == nil {
+		return
+	}
+	best.control = &canopyv1.Control{Promote: true}
+	n.electing, n.electedAt = best.info.Id, n.now
+}
+
+// shed asks up to k leaf children (least capable first) to rejoin among
+// offer plus the supernode children with room.
+func (n *Node) shed(k int, offer ...*canopyv1.NodeInfo) {
+	for _, c := range n.supernodeChildren(nil) {
+		if c.info.SubtreeFree > 0 {
+			offer = append(offer, c.info)
+		}
+	}
+	if len(offer) == 0 {
+		return
+	}
+	var leaves []*child
+	for _, c := range n.children {
+		if c.live() && !c.isSupernode() && !c.shedding && c.info.Id != n.electing {
+			leaves = append(leaves, c)
+		}
+	}
+	sort.Slice(leaves, func(i, j int) bool {
+		a, b := leaves[i].info.GetCapacity().GetScore(), leaves[j].info.GetCapacity().GetScore()
+		if a != b {
+			return a < b
+		}
+		return leaves[i].info.Id > leaves[j].info.Id
+	})
+	for _, c := range leaves[:min(k, len(leaves))] {
+		c.shedding, c.shedAt = true, n.now
+		c.control = &canopyv1.Control{Rejoin: &canopyv1.Rejoin{Candidates: offer, Reason: "shed by " + n.cfg.ID}}
+	}
+}
+
+// ChildHeartbeat records a child's heartbeat and returns the membership
+// part of the reply: this node's info, its path, and pending control.
+func (n *Node) ChildHeartbeat(now time.Time, req *canopyv1.HeartbeatRequest) (*canopyv1.HeartbeatResponse, error) {
+	n.now = now
+	n.stats.Answered++
+	id := req.GetNode().GetId()
+	c, ok := n.children[id]
+	if !ok {
+		return nil, ErrNotChild
+	}
+	wasDead := !c.live()
+	if wasDead && n.liveChildren() >= n.cfg.childLimit() {
+		// Its slot was given away while it was dead.
+		delete(n.children, id)
+		return nil, ErrNotChild
+	}
+	promotedNow := n.electing == id && req.Node.Role == canopyv1.Role_ROLE_SUPERNODE
+	c.info, c.lastSeen, c.subtree = req.Node, now, req.Children
+	c.state = canopyv1.ChildState_CHILD_STATE_HEALTHY
+	resp := &canopyv1.HeartbeatResponse{Parent: n.Info(), Path: n.pathDown(), Control: c.control}
+	c.control = nil
+	if promotedNow {
+		n.electing = ""
+		if n.cfg.ShedFraction > 0 {
+			leaves := 0
+			for _, o := range n.children {
+				if o.live() && !o.isSupernode() && !o.shedding {
+					leaves++
+				}
+			}
+			n.shed(int(float64(leaves)*n.cfg.ShedFraction), req.Node)
+		}
+	}
+	return resp, nil
+}
+
+// ChildLeave forgets a child that left (or moved) at once.
+func (n *Node) ChildLeave(now time.Time, req *canopyv1.LeaveRequest) bool {
+	n.now = now
+	n.stats.Answered++
+	if _, ok := n.children[req.NodeId]; !ok {
+		return false
+	}
+	delete(n.children, req.NodeId)
+	if n.electing == req.NodeId {
+		n.electing = ""
+	}
+	return true
+}
+
+// subtreeReport lists the subtree for the parent: every node while the
+// subtree is small, only supernodes (with their child counts) when large.
+func (n *Node) subtreeReport() []*canopyv1.ChildStatus {
+	if len(n.children) == 0 {
+		return nil
+	}
+	_, _, _, size := n.load(0)
+	all := int(size) <= n.cfg.ReportLeavesUpTo
+	var out []*canopyv1.ChildStatus
+	for _, id := range n.childIDs() {
+		c := n.children[id]
+		if all || c.isSupernode() {
+			out = append(out, n.status(c))
+		}
+		for _, s := range c.subtree {
+			if all || s.Node.GetRole() == canopyv1.Role_ROLE_SUPERNODE {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+func (n *Node) childIDs() []string {
+	ids := make([]string, 0, len(n.children))
+	for id := range n.children {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func (n *Node) status(c *child) *canopyv1.ChildStatus {
+	return &canopyv1.ChildStatus{
+		Node: c.info, ParentId: n.cfg.ID, State: c.state,
+		LastHeartbeatUnixMs: c.lastSeen.UnixMilli(), RttMicros: c.info.ParentRttMicros,
+	}
+}
+
+// Topology is every node this node knows below it, each with its parent.
+func (n *Node) Topology() []*canopyv1.ChildStatus {
+	var out []*canopyv1.ChildStatus
+	for _, id := range n.childIDs() {
+		c := n.children[id]
+		out = append(out, n.status(c))
+		out = append(out, c.subtree...)
+	}
+	return out
+}
