@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
+	"google.golang.org/grpc"
 
 	"github.com/canopytree/canopy/batch"
 	"github.com/canopytree/canopy/internal/ticker"
@@ -51,8 +51,6 @@ type Forwarder interface {
 	// Upstream hands over what the parent answered: acknowledgements for
 	// the subtree and the path instance.
 	Upstream(resp *canopyv1.HeartbeatResponse)
-	// Describe fills the subtree's part of the node's status.
-	Describe(info *canopyv1.NodeInfo, req *canopyv1.HeartbeatRequest)
 }
 
 // Agent collects a node's samples and delivers them, one heartbeat per
@@ -69,15 +67,14 @@ type Agent struct {
 	targets map[string]*targetState
 	runCtx  context.Context
 
-	sendMu     sync.Mutex // guards everything below: the send side
-	buffer     *batch.Buffer
-	uplink     *Uplink
-	fwd        Forwarder
-	path       uint64
-	rejected   batch.Loss
-	lastErr    error
-	nodeStatus func(*canopyv1.NodeInfo)
-	observe    func(batch.ID, []batch.Series)
+	sendMu   sync.Mutex // guards everything below: the send side
+	buffer   *batch.Buffer
+	uplink   *Uplink
+	fwd      Forwarder
+	path     uint64
+	rejected batch.Loss
+	lastErr  error
+	observe  func(batch.ID, []batch.Series)
 }
 
 type targetState struct {
@@ -116,12 +113,12 @@ func NewAgent(cfg AgentConfig, uplink *Uplink, fwd Forwarder, reg prometheus.Reg
 	return a, nil
 }
 
-// SetStatus registers a hook that completes the node's own NodeInfo in
-// every heartbeat (address, role, capacity).
-func (a *Agent) SetStatus(f func(*canopyv1.NodeInfo)) {
+// SetParent points the uplink at a new parent connection (a new
+// dictionary session); batches not yet acknowledged go there in order.
+func (a *Agent) SetParent(conn grpc.ClientConnInterface) {
 	a.sendMu.Lock()
-	a.nodeStatus = f
-	a.sendMu.Unlock()
+	defer a.sendMu.Unlock()
+	a.uplink.Retarget(conn)
 }
 
 // Observe registers a hook that sees every sealed batch before it is sent,
@@ -203,9 +200,10 @@ func (a *Agent) startTarget(ts *targetState) {
 	go a.every(ctx, a.cfg.ScrapeInterval, func(now time.Time) { a.scrapeTarget(ctx, ts, now) })
 }
 
-// Run scrapes and sends until ctx ends. Each target has its own loop, so a
-// slow or hanging target delays nobody else.
-func (a *Agent) Run(ctx context.Context) error {
+// Run scrapes until ctx ends. Each target has its own loop, so a slow or
+// hanging target delays nobody else. Windows are sealed and sent by
+// Heartbeat, which the node's tree driver calls once per window.
+func (a *Agent) Run(ctx context.Context) {
 	a.mu.Lock()
 	a.runCtx = ctx
 	for _, ts := range a.targets {
@@ -215,20 +213,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.Machine != nil {
 		go a.every(ctx, a.cfg.ScrapeInterval, a.collectMachine)
 	}
-	ticker := time.NewTicker(a.cfg.Window)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-ticker.C:
-			hctx, cancel := context.WithTimeout(ctx, a.cfg.Window)
-			if err := a.Heartbeat(hctx); err != nil && ctx.Err() == nil {
-				a.log.Warn("heartbeat failed", "err", err)
-			}
-			cancel()
-		}
-	}
+	<-ctx.Done()
 }
 
 // every runs f now and then every interval until ctx ends.
@@ -321,37 +306,50 @@ func (a *Agent) collectMachine(now time.Time) {
 	}
 }
 
-// Heartbeat seals the current window as the next batch and sends what is
-// due to the parent: at least one message (the heartbeat is the liveness
-// proof), more while a backlog remains.
-func (a *Agent) Heartbeat(ctx context.Context) error {
+// Heartbeat seals the current window as the next batch and, when status
+// is given (the node has a parent), sends what is due: at least one message
+// carrying status (the heartbeat is the liveness proof), more while a
+// backlog remains. It returns the parent's first reply.
+func (a *Agent) Heartbeat(ctx context.Context, status *canopyv1.HeartbeatRequest) (*canopyv1.HeartbeatResponse, error) {
 	now := a.cfg.Now()
 	a.sendMu.Lock()
 	defer a.sendMu.Unlock()
 	a.mu.Lock()
 	series := a.builder.Take()
 	a.mu.Unlock()
-	series = append(series, a.selfSeries(now)...)
+	series = append(series, a.selfSeries(now, a.buffer.NextSeq())...)
 	id := a.buffer.Seal(series)
 	if a.observe != nil {
 		a.observe(id, series)
 	}
-	err := a.flush(ctx, now)
-	a.lastErr = err
+	var resp *canopyv1.HeartbeatResponse
+	err := ErrNoParent
+	if status != nil {
+		resp, err = a.flush(ctx, now, status)
+		a.lastErr = err
+	}
+	a.updateGauges(err)
+	return resp, err
+}
+
+// must hold sendMu
+func (a *Agent) updateGauges(err error) {
 	samples, bytes := a.buffer.Retained()
 	a.metrics.bufferBatches.Set(float64(a.buffer.Len()))
 	a.metrics.bufferSamples.Set(float64(samples))
 	a.metrics.bufferBytes.Set(float64(bytes))
 	a.metrics.droppedSamples.Set(float64(a.buffer.Loss().Samples))
-	if err != nil {
+	if err != nil && err != ErrNoParent {
 		a.metrics.heartbeatFailures.Inc()
 	}
-	return err
 }
 
 // selfSeries reports the agent's own delivery health inside the data, so
-// loss is visible at the root. Must hold sendMu.
-func (a *Agent) selfSeries(now time.Time) []batch.Series {
+// loss is visible at the root. canopy_leaf_batch_seq carries the seq of
+// the batch it travels in: at the root the series must count 1, 2, 3, …
+// within each incarnation, so a gap is a lost batch that anyone can see.
+// Must hold sendMu.
+func (a *Agent) selfSeries(now time.Time, seq uint64) []batch.Series {
 	self := Target{Name: MachineJob, Level: LevelMachine}
 	loss := a.buffer.Loss()
 	samples, _ := a.buffer.Retained()
@@ -365,29 +363,31 @@ func (a *Agent) selfSeries(now time.Time) []batch.Series {
 		mk("canopy_leaf_dropped_batches_total", counter, float64(loss.Batches)),
 		mk("canopy_leaf_rejected_samples_total", counter, float64(a.rejected.Samples)),
 		mk("canopy_leaf_buffered_samples", gauge, float64(samples)),
+		mk("canopy_leaf_batch_seq", gauge, float64(seq)),
 	}
 }
 
 // must hold sendMu
-func (a *Agent) flush(ctx context.Context, now time.Time) error {
+func (a *Agent) flush(ctx context.Context, now time.Time, status *canopyv1.HeartbeatRequest) (*canopyv1.HeartbeatResponse, error) {
 	if a.uplink == nil {
-		return ErrNoParent
+		return nil, ErrNoParent
 	}
 	limit := a.cfg.MaxBatchesPerHeartbeat
-	for sent := false; ; {
+	var first *canopyv1.HeartbeatResponse
+	for {
 		own := a.buffer.Due(a.path, now, a.cfg.RetransmitAfter, limit)
 		var fwd []*batch.Batch
 		if a.fwd != nil {
 			fwd = a.fwd.Pending(limit - len(own))
 		}
-		if sent && len(own)+len(fwd) == 0 {
-			return nil
+		if first != nil && len(own)+len(fwd) == 0 {
+			return first, nil
 		}
-		resp, err := a.uplink.Send(ctx, a.status(now), append(own, fwd...))
+		resp, err := a.uplink.Send(ctx, status, append(own, fwd...))
 		a.metrics.heartbeats.Inc()
 		if err != nil {
 			if !IsRejected(err) {
-				return err
+				return first, err
 			}
 			if n := len(own) + len(fwd); n > 1 {
 				// Find the bad batch by halving the message.
@@ -397,7 +397,9 @@ func (a *Agent) flush(ctx context.Context, now time.Time) error {
 			a.discard(own, fwd, err)
 			continue
 		}
-		sent = true
+		if first == nil {
+			first = resp
+		}
 		limit = a.cfg.MaxBatchesPerHeartbeat
 		a.buffer.Sent(ids(own), resp.PathInstance, now)
 		a.path = resp.PathInstance
@@ -411,7 +413,7 @@ func (a *Agent) flush(ctx context.Context, now time.Time) error {
 			a.fwd.Upstream(resp)
 		}
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return first, ctx.Err()
 		}
 	}
 }
@@ -437,27 +439,6 @@ func ids(bs []*batch.Batch) []batch.ID {
 		out[i] = b.ID
 	}
 	return out
-}
-
-func (a *Agent) status(now time.Time) *canopyv1.HeartbeatRequest {
-	info := &canopyv1.NodeInfo{
-		Id:          a.cfg.Identity.Node,
-		Dc:          a.cfg.Identity.DC,
-		Role:        canopyv1.Role_ROLE_LEAF,
-		SubtreeSize: 1,
-		Capacity: &canopyv1.Capacity{
-			Cores:         uint32(runtime.NumCPU()),
-			UptimeSeconds: uint64(now.Sub(a.started).Seconds()),
-		},
-	}
-	if a.nodeStatus != nil {
-		a.nodeStatus(info)
-	}
-	req := &canopyv1.HeartbeatRequest{Node: info}
-	if a.fwd != nil {
-		a.fwd.Describe(info, req)
-	}
-	return req
 }
 
 // DeliveryState is a snapshot of the agent's send side.

@@ -9,7 +9,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/canopytree/canopy/batch"
@@ -33,21 +33,21 @@ type fakeParent struct {
 
 func (f *fakeParent) Invoke(_ context.Context, method string, args, reply any, _ ...grpc.CallOption) error {
 	if method != canopyv1.TreeService_Heartbeat_FullMethodName {
-		return status.Error(codes.Unimplemented, method)
+		return grpcstatus.Error(codes.Unimplemented, method)
 	}
 	f.messages++
 	if f.down {
-		return status.Error(codes.Unavailable, "connection refused")
+		return grpcstatus.Error(codes.Unavailable, "connection refused")
 	}
 	req := proto.Clone(args.(*canopyv1.HeartbeatRequest)).(*canopyv1.HeartbeatRequest)
 	for _, b := range req.Batches {
 		if b.Seq == f.poisoned {
-			return status.Errorf(codes.InvalidArgument, "batch %d: invalid label", b.Seq)
+			return grpcstatus.Errorf(codes.InvalidArgument, "batch %d: invalid label", b.Seq)
 		}
 	}
 	bs, err := f.dec.Decode(req, batch.DecodeLimits{})
 	if err != nil {
-		return status.Error(codes.FailedPrecondition, err.Error())
+		return grpcstatus.Error(codes.FailedPrecondition, err.Error())
 	}
 	resp := reply.(*canopyv1.HeartbeatResponse)
 	resp.PathInstance = f.path
@@ -69,8 +69,10 @@ func (f *fakeParent) Invoke(_ context.Context, method string, args, reply any, _
 }
 
 func (f *fakeParent) NewStream(context.Context, *grpc.StreamDesc, string, ...grpc.CallOption) (grpc.ClientStream, error) {
-	return nil, status.Error(codes.Unimplemented, "no streams")
+	return nil, grpcstatus.Error(codes.Unimplemented, "no streams")
 }
+
+var hbStatus = &canopyv1.HeartbeatRequest{Node: &canopyv1.NodeInfo{Id: "n1"}}
 
 func newTestAgent(t *testing.T, parent *fakeParent, now *time.Time) *Agent {
 	t.Helper()
@@ -93,7 +95,7 @@ func TestAgentRetainsUntilAcknowledged(t *testing.T) {
 	a := newTestAgent(t, parent, &now)
 	ctx := context.Background()
 	for range 3 {
-		if err := a.Heartbeat(ctx); err != nil {
+		if _, err := a.Heartbeat(ctx, hbStatus); err != nil {
 			t.Fatal(err)
 		}
 		now = now.Add(time.Second)
@@ -104,14 +106,14 @@ func TestAgentRetainsUntilAcknowledged(t *testing.T) {
 	}
 	// The parent goes away: windows keep being sealed and retained.
 	parent.down = true
-	if err := a.Heartbeat(ctx); status.Code(err) != codes.Unavailable {
+	if _, err := a.Heartbeat(ctx, hbStatus); grpcstatus.Code(err) != codes.Unavailable {
 		t.Fatalf("heartbeat to a dead parent: %v", err)
 	}
 	// It comes back as a new process (new path instance): everything not
 	// acknowledged is sent again, in order, and now acknowledged.
 	parent.down, parent.path, parent.ackAll = false, 2, true
 	parent.dec, parent.accepted, parent.done, parent.acked = batch.NewDecoder(), nil, nil, 0
-	if err := a.Heartbeat(ctx); err != nil {
+	if _, err := a.Heartbeat(ctx, hbStatus); err != nil {
 		t.Fatal(err)
 	}
 	if want := []uint64{4, 5, 1, 2, 3}; !equal(parent.accepted, want) {
@@ -128,10 +130,10 @@ func TestAgentDropsOnlyTheRejectedBatch(t *testing.T) {
 	a := newTestAgent(t, parent, &now)
 	ctx := context.Background()
 	for range 3 {
-		_ = a.Heartbeat(ctx) // parent down: batches 1..3 pile up
+		_, _ = a.Heartbeat(ctx, hbStatus) // parent down: batches 1..3 pile up
 	}
 	parent.down = false
-	if err := a.Heartbeat(ctx); err != nil {
+	if _, err := a.Heartbeat(ctx, hbStatus); err != nil {
 		t.Fatal(err)
 	}
 	if want := []uint64{1, 3, 4}; !equal(parent.accepted, want) {

@@ -72,7 +72,7 @@ func TestTargetsAtRunTime(t *testing.T) {
 	a.ScrapeOnce(context.Background())
 	var sealed []batch.Series
 	a.Observe(func(_ batch.ID, s []batch.Series) { sealed = s })
-	_ = a.Heartbeat(context.Background())
+	_, _ = a.Heartbeat(context.Background(), nil)
 	found := false
 	for _, s := range sealed {
 		if s.Labels.Get("__name__") == "orders_total" {

@@ -116,7 +116,7 @@ func TestBadTargetsDoNotStopOthers(t *testing.T) {
 	}
 	var sealed []batch.Series
 	a.Observe(func(_ batch.ID, s []batch.Series) { sealed = s })
-	if err := a.Heartbeat(context.Background()); err != ErrNoParent {
+	if _, err := a.Heartbeat(context.Background(), nil); err != ErrNoParent {
 		t.Fatalf("heartbeat without parent: %v", err)
 	}
 	got := map[string]float64{}

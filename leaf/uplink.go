@@ -16,7 +16,7 @@ import (
 
 // Uplink is a node's heartbeat channel to its parent: it owns the series
 // dictionary session and re-establishes it when the parent lost it. It is
-// not safe for concurrent use.
+// not safe for concurrent use; the agent serialises it.
 type Uplink struct {
 	client      canopyv1.TreeServiceClient
 	enc         *batch.Encoder
@@ -54,8 +54,12 @@ func (u *Uplink) Send(ctx context.Context, status *canopyv1.HeartbeatRequest, ba
 	}
 }
 
-// Reset forgets the dictionary session, for a new parent.
-func (u *Uplink) Reset() { u.enc.Reset(u.nextSession()) }
+// Retarget points the uplink at a new parent: a new connection and a new
+// dictionary session.
+func (u *Uplink) Retarget(conn grpc.ClientConnInterface) {
+	u.client = canopyv1.NewTreeServiceClient(conn)
+	u.enc.Reset(u.nextSession())
+}
 
 func cloneStatus(s *canopyv1.HeartbeatRequest) *canopyv1.HeartbeatRequest {
 	return &canopyv1.HeartbeatRequest{

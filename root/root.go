@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"time"
@@ -22,19 +23,30 @@ import (
 	"github.com/canopytree/canopy/proto/openapi"
 	"github.com/canopytree/canopy/reader"
 	"github.com/canopytree/canopy/supernode"
+	"github.com/canopytree/canopy/tree"
 )
 
 // Options is what a Root needs; the root binary fills it from its
 // configuration file.
 type Options struct {
-	ID      string
+	ID string
+	// Address is the gRPC address children dial, announced in candidate
+	// lists.
+	Address string
 	DataDir string
 	// Retention of the embedded TSDB.
 	Retention time.Duration
 	// OutOfOrderWindow lets retransmitted batches land behind newer data.
 	OutOfOrderWindow time.Duration
-	ChildLimit       int
-	Window           time.Duration
+	// ChildLimit is how many children the root adopts (0: no limit).
+	ChildLimit int
+	// MissedWindows and DeadWindows drive the failure detector of the
+	// root's children (defaults 2 and 3).
+	MissedWindows int
+	DeadWindows   int
+	// MaxCandidates bounds the candidate list a joining node gets.
+	MaxCandidates int
+	Window        time.Duration
 	MaxMessageBytes  int
 	Limits           batch.DecodeLimits
 	Ingest           IngestConfig
@@ -52,10 +64,10 @@ type Root struct {
 	log      *slog.Logger
 	reg      *prometheus.Registry
 	DB       *tsdb.DB
+	Members  *tree.Safe
 	Parent   *supernode.Parent
 	Ingester *Ingester
 	Reader   *reader.Service
-	started  time.Time
 }
 
 // Open opens storage and wires the root's components.
@@ -75,21 +87,33 @@ func Open(opts Options, log *slog.Logger) (*Root, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open TSDB in %s: %w", opts.DataDir, err)
 	}
-	r := &Root{opts: opts, log: log, reg: reg, DB: db, started: opts.Now()}
+	r := &Root{opts: opts, log: log, reg: reg, DB: db}
 	ingestCfg := opts.Ingest
 	ingestCfg.Now = opts.Now
 	r.Ingester = NewIngester(ingestCfg, db, func(acks []*canopyv1.Ack) { r.Parent.Acknowledge(acks) }, reg)
+	tc := tree.DefaultConfig(opts.ID)
+	tc.IsRoot, tc.Address, tc.Window, tc.ForgetAfter, tc.ChildLimit = true, opts.Address, opts.Window, opts.ForgetAfter, opts.ChildLimit
+	if tc.ChildLimit == 0 {
+		tc.ChildLimit = math.MaxInt32
+	}
+	if opts.DeadWindows > 0 {
+		tc.MissedWindows, tc.DeadWindows = opts.MissedWindows, opts.DeadWindows
+	}
+	if opts.MaxCandidates > 0 {
+		tc.MaxCandidates = opts.MaxCandidates
+	}
+	core, err := tree.NewNode(tc, opts.Now())
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("tree: %w", err)
+	}
+	r.Members = tree.NewSafe(core, opts.Now)
 	r.Parent = supernode.NewParent(supernode.Config{
-		Self:          r.self,
-		ChildLimit:    opts.ChildLimit,
-		Limits:        opts.Limits,
-		Instance:      opts.Instance,
-		Window:        opts.Window,
-		MissedWindows: 2,
-		DeadWindows:   3,
-		ForgetAfter:   opts.ForgetAfter,
-		Now:           opts.Now,
-	}, r.Ingester, reg, log.With("component", "parent"))
+		Limits:      opts.Limits,
+		Instance:    opts.Instance,
+		ForgetAfter: opts.ForgetAfter,
+		Now:         opts.Now,
+	}, r.Members, r.Ingester, reg, log.With("component", "parent"))
 	readerCfg := opts.Reader
 	readerCfg.Now = opts.Now
 	r.Reader, err = reader.NewService(readerCfg, db, r)
@@ -100,24 +124,10 @@ func Open(opts Options, log *slog.Logger) (*Root, error) {
 	return r, nil
 }
 
-func (r *Root) self() *canopyv1.NodeInfo {
-	return &canopyv1.NodeInfo{
-		Id:       r.opts.ID,
-		Role:     canopyv1.Role_ROLE_ROOT,
-		Level:    0,
-		Capacity: &canopyv1.Capacity{UptimeSeconds: uint64(r.opts.Now().Sub(r.started).Seconds())},
-	}
-}
-
 // Topology implements reader.TopologySource.
 func (r *Root) Topology() *canopyv1.TopologyResponse {
-	nodes, direct, size := r.Parent.Subtree(r.opts.ID)
-	self := r.self()
-	self.ChildCount = uint32(direct)
-	self.ChildLimit = uint32(r.opts.ChildLimit)
-	self.SubtreeSize = 1 + size
-	resp := &canopyv1.TopologyResponse{Root: self}
-	for _, c := range nodes {
+	resp := &canopyv1.TopologyResponse{Root: r.Members.Info()}
+	for _, c := range r.Members.Topology() {
 		resp.Nodes = append(resp.Nodes, &canopyv1.TopologyNode{
 			Node: c.Node, ParentId: c.ParentId, State: c.State,
 			LastHeartbeatUnixMs: c.LastHeartbeatUnixMs, RttMicros: c.RttMicros,
@@ -161,6 +171,8 @@ func (r *Root) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error {
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { errc <- hs.Serve(httpLis) }()
 
+	// The root's tree core only detects failed children; it sends nothing.
+	go ticker.Every(ctx, max(10*time.Millisecond, r.opts.Window/10), func() { r.Members.Tick() })
 	go ticker.Every(ctx, r.opts.Window, r.housekeeping)
 
 	select {

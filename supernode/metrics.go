@@ -15,11 +15,11 @@ func newParentMetrics(reg prometheus.Registerer) *parentMetrics {
 		batches:    prometheus.NewCounter(prometheus.CounterOpts{Name: "canopy_parent_batches_total", Help: "Batches received from children (including retransmits)."}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "canopy_parent_rejected_heartbeats_total",
-			Help: "Child heartbeats refused, by reason: invalid, too_large, session (dictionary lost, child resends), child_limit, unavailable.",
+			Help: "Child heartbeats refused, by reason: invalid, too_large, session (dictionary lost, child resends), unknown_child (must join first), unavailable.",
 		}, []string{"reason"}),
 		children: prometheus.NewGauge(prometheus.GaugeOpts{Name: "canopy_parent_children", Help: "Children currently registered."}),
 	}
-	for _, r := range []string{"invalid", "too_large", "session", "child_limit", "unavailable"} {
+	for _, r := range []string{"invalid", "too_large", "session", "unknown_child", "unavailable"} {
 		m.rejected.WithLabelValues(r)
 	}
 	if reg != nil {

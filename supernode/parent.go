@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/canopytree/canopy/batch"
 	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
@@ -25,34 +25,36 @@ type Sink interface {
 	Accept(ctx context.Context, child string, batches []batch.Batch) error
 }
 
+// Membership decides who the children are: the tree protocol (tree.Safe
+// in the binaries). Handle answers CandidatesRequest, PingRequest,
+// JoinRequest and LeaveRequest, and the membership part of a
+// HeartbeatRequest, returning tree.ErrNotChild for a node that has not
+// joined.
+type Membership interface {
+	Handle(msg proto.Message) (proto.Message, error)
+}
+
 // Config configures a Parent.
 type Config struct {
-	// Self describes this node in replies (Ping, Join, Candidates); called
-	// on every use so it reflects live load.
-	Self func() *canopyv1.NodeInfo
-	// ChildLimit is how many children the parent adopts (0 = unlimited).
-	ChildLimit int
 	// Limits bound what one heartbeat may carry.
 	Limits batch.DecodeLimits
 	// Instance identifies this process incarnation; it must differ across
 	// restarts.
 	Instance uint64
-	// Window is the children's heartbeat period, for failure detection.
-	Window time.Duration
-	// MissedWindows and DeadWindows mark a silent child suspect and dead.
-	MissedWindows int
-	DeadWindows   int
-	// ForgetAfter drops a silent child and its routes (soft state).
+	// ForgetAfter drops the data state (dictionary, routes) of a child
+	// silent this long.
 	ForgetAfter time.Duration
 	Now         func() time.Time
 }
 
-// Parent serves TreeService for a node's children. It is safe for
-// concurrent use; heartbeats of one child are processed one at a time.
+// Parent serves TreeService for a node's children: membership questions
+// go to the tree protocol, data to the sink. It is safe for concurrent use;
+// heartbeats of one child are processed one at a time.
 type Parent struct {
 	canopyv1.UnimplementedTreeServiceServer
 
 	cfg     Config
+	members Membership
 	sink    Sink
 	log     *slog.Logger
 	metrics *parentMetrics
@@ -75,18 +77,17 @@ type child struct {
 
 	// guarded by Parent.mu
 	origins  map[string]struct{} // origins whose batches arrive through this child
-	info     *canopyv1.NodeInfo
-	children []*canopyv1.ChildStatus
 	lastSeen time.Time
 }
 
-// NewParent returns a parent that hands children's batches to sink.
-func NewParent(cfg Config, sink Sink, reg prometheus.Registerer, log *slog.Logger) *Parent {
+// NewParent returns a parent that admits children through members and
+// hands their batches to sink.
+func NewParent(cfg Config, members Membership, sink Sink, reg prometheus.Registerer, log *slog.Logger) *Parent {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	return &Parent{
-		cfg: cfg, sink: sink, log: log, metrics: newParentMetrics(reg),
+		cfg: cfg, members: members, sink: sink, log: log, metrics: newParentMetrics(reg),
 		children: map[string]*child{},
 		route:    map[string]string{},
 		acks:     map[string]ack{},
@@ -103,11 +104,13 @@ func (p *Parent) Heartbeat(ctx context.Context, req *canopyv1.HeartbeatRequest) 
 		p.metrics.rejected.WithLabelValues("invalid").Inc()
 		return nil, status.Error(codes.InvalidArgument, "heartbeat without node id")
 	}
-	c, err := p.child(id)
+	m, err := p.members.Handle(req)
 	if err != nil {
-		p.metrics.rejected.WithLabelValues("child_limit").Inc()
-		return nil, err
+		p.metrics.rejected.WithLabelValues("unknown_child").Inc()
+		return nil, status.Errorf(codes.NotFound, "node %q: %v", id, err)
 	}
+	resp := m.(*canopyv1.HeartbeatResponse)
+	c := p.child(id)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	batches, err := c.decode(req, p.cfg.Limits)
@@ -129,7 +132,7 @@ func (p *Parent) Heartbeat(ctx context.Context, req *canopyv1.HeartbeatRequest) 
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	c.info, c.children, c.lastSeen = req.Node, req.Children, p.cfg.Now()
+	c.lastSeen = p.cfg.Now()
 	resend := map[string]bool{}
 	for i := range batches {
 		p.routeVia(batches[i].Origin, c)
@@ -137,7 +140,8 @@ func (p *Parent) Heartbeat(ctx context.Context, req *canopyv1.HeartbeatRequest) 
 		// on the way down: repeat it.
 		resend[batches[i].Origin] = true
 	}
-	return &canopyv1.HeartbeatResponse{PathInstance: p.pathInstance(), Acks: p.acksFor(c, resend)}, nil
+	resp.PathInstance, resp.Acks = p.pathInstance(), p.acksFor(c, resend)
+	return resp, nil
 }
 
 func (c *child) decode(req *canopyv1.HeartbeatRequest, lim batch.DecodeLimits) ([]batch.Batch, error) {
@@ -149,22 +153,19 @@ func (c *child) decode(req *canopyv1.HeartbeatRequest, lim batch.DecodeLimits) (
 	return c.dec.Decode(req, lim)
 }
 
-// child returns the registry entry for id, adopting the child if there is
-// room (the topology is static until the tree protocol places nodes).
-func (p *Parent) child(id string) (*child, error) {
+// child returns the data state of a member child, creating it on its first
+// heartbeat.
+func (p *Parent) child(id string) *child {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.children[id]; ok {
-		return c, nil
-	}
-	if p.cfg.ChildLimit > 0 && len(p.children) >= p.cfg.ChildLimit {
-		return nil, status.Errorf(codes.ResourceExhausted, "child limit %d reached; %s not adopted", p.cfg.ChildLimit, id)
+		return c
 	}
 	c := &child{id: id, dec: batch.NewDecoder(), told: map[string]ack{}, origins: map[string]struct{}{}, lastSeen: p.cfg.Now()}
 	p.children[id] = c
 	p.metrics.children.Set(float64(len(p.children)))
-	p.log.Info("child adopted", "child", id)
-	return c, nil
+	p.log.Info("child's first heartbeat", "child", id)
+	return c
 }
 
 // routeVia records that origin's batches now arrive through c (an origin
@@ -247,61 +248,43 @@ func mix(x uint64) uint64 {
 	return x ^ x>>31
 }
 
-// Ping answers an RTT probe with this node's load.
+// Ping, Join, Leave and Candidates are the tree protocol's.
+
 func (p *Parent) Ping(_ context.Context, req *canopyv1.PingRequest) (*canopyv1.PingResponse, error) {
-	return &canopyv1.PingResponse{Responder: p.self(), SentUnixNano: req.SentUnixNano}, nil
+	resp, err := p.members.Handle(req)
+	return asResponse[*canopyv1.PingResponse](resp, err)
 }
 
-// Join adopts the caller if there is room.
 func (p *Parent) Join(_ context.Context, req *canopyv1.JoinRequest) (*canopyv1.JoinResponse, error) {
-	id := req.GetNode().GetId()
-	if id == "" {
-		return nil, status.Error(codes.InvalidArgument, "join without node id")
+	if req.GetNode().GetId() == "" || req.GetNode().GetAddress() == "" && req.GetNode().GetRole() == canopyv1.Role_ROLE_SUPERNODE {
+		return nil, status.Error(codes.InvalidArgument, "join needs a node id (and an address for a supernode)")
 	}
-	if _, err := p.child(id); err != nil {
-		return &canopyv1.JoinResponse{Result: canopyv1.JoinResult_JOIN_RESULT_FULL, Parent: p.self()}, nil
-	}
-	p.mu.Lock()
-	p.children[id].info = req.Node
-	p.mu.Unlock()
-	return &canopyv1.JoinResponse{Result: canopyv1.JoinResult_JOIN_RESULT_ACCEPTED, Parent: p.self()}, nil
+	resp, err := p.members.Handle(req)
+	return asResponse[*canopyv1.JoinResponse](resp, err)
 }
 
-// Leave forgets the caller at once.
 func (p *Parent) Leave(_ context.Context, req *canopyv1.LeaveRequest) (*canopyv1.LeaveResponse, error) {
+	resp, err := p.members.Handle(req)
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if _, ok := p.children[req.NodeId]; !ok {
-		return nil, status.Errorf(codes.NotFound, "%s is not a child of this node", req.NodeId)
+	if _, ok := p.children[req.NodeId]; ok {
+		p.forget(req.NodeId)
 	}
-	p.forget(req.NodeId)
+	p.mu.Unlock()
 	p.log.Info("child left", "child", req.NodeId, "reason", req.Reason)
-	return &canopyv1.LeaveResponse{}, nil
+	return asResponse[*canopyv1.LeaveResponse](resp, err)
 }
 
-// Candidates lists this node and the supernodes among its children.
 func (p *Parent) Candidates(_ context.Context, req *canopyv1.CandidatesRequest) (*canopyv1.CandidatesResponse, error) {
-	out := []*canopyv1.NodeInfo{p.self()}
-	p.mu.Lock()
-	for _, c := range p.children {
-		if c.info != nil && c.info.Role == canopyv1.Role_ROLE_SUPERNODE && c.info.Address != "" && !slices.Contains(req.Exclude, c.id) {
-			out = append(out, c.info)
-		}
-	}
-	p.mu.Unlock()
-	if req.Limit > 0 && len(out) > int(req.Limit) {
-		out = out[:req.Limit]
-	}
-	return &canopyv1.CandidatesResponse{Candidates: out}, nil
+	resp, err := p.members.Handle(req)
+	return asResponse[*canopyv1.CandidatesResponse](resp, err)
 }
 
-func (p *Parent) self() *canopyv1.NodeInfo {
-	info := p.cfg.Self()
-	p.mu.Lock()
-	info.ChildCount = uint32(len(p.children))
-	info.ChildLimit = uint32(p.cfg.ChildLimit)
-	p.mu.Unlock()
-	return info
+func asResponse[T proto.Message](resp proto.Message, err error) (T, error) {
+	var zero T
+	if err != nil {
+		return zero, status.Error(codes.Internal, err.Error())
+	}
+	return resp.(T), nil
 }
 
 // must hold p.mu
@@ -325,46 +308,6 @@ func (p *Parent) Sweep() {
 			p.forget(id)
 		}
 	}
-}
-
-// state is the failure detector's verdict on a child silent since last.
-func (p *Parent) state(last, now time.Time) canopyv1.ChildState {
-	silent := now.Sub(last)
-	switch {
-	case silent > time.Duration(p.cfg.DeadWindows)*p.cfg.Window:
-		return canopyv1.ChildState_CHILD_STATE_DEAD
-	case silent > time.Duration(p.cfg.MissedWindows)*p.cfg.Window:
-		return canopyv1.ChildState_CHILD_STATE_SUSPECT
-	}
-	return canopyv1.ChildState_CHILD_STATE_HEALTHY
-}
-
-// Subtree describes every node below this one: the direct children with
-// the failure detector's verdict (parent selfID), followed by what each child
-// reported of its own subtree. size counts the nodes below this one.
-func (p *Parent) Subtree(selfID string) (nodes []*canopyv1.ChildStatus, direct int, size uint64) {
-	now := p.cfg.Now()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	ids := make([]string, 0, len(p.children))
-	for id := range p.children {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		c := p.children[id]
-		info := c.info
-		if info == nil {
-			info = &canopyv1.NodeInfo{Id: id}
-		}
-		nodes = append(nodes, &canopyv1.ChildStatus{Node: info, ParentId: selfID, State: p.state(c.lastSeen, now), LastHeartbeatUnixMs: c.lastSeen.UnixMilli()})
-		size += max(info.SubtreeSize, 1)
-	}
-	direct = len(nodes)
-	for _, id := range ids {
-		nodes = append(nodes, p.children[id].children...)
-	}
-	return nodes, direct, size
 }
 
 // String names the parent in logs.

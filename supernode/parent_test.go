@@ -20,6 +20,7 @@ import (
 	"github.com/canopytree/canopy/batch"
 	"github.com/canopytree/canopy/internal/grpcsnappy"
 	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
+	"github.com/canopytree/canopy/tree"
 )
 
 // recordingSink acknowledges everything it accepts, like a root.
@@ -43,16 +44,25 @@ func (s *recordingSink) Accept(_ context.Context, _ string, bs []batch.Batch) er
 
 const maxMessage = 64 << 10
 
+// members is the tree protocol of a root adopting up to limit children.
+func members(t *testing.T, id string, limit int) *tree.Safe {
+	cfg := tree.DefaultConfig(id)
+	cfg.IsRoot, cfg.ChildLimit, cfg.Address = true, limit, id
+	n, err := tree.NewNode(cfg, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tree.NewSafe(n, time.Now)
+}
+
 // serve runs a Parent on a loopback gRPC server and returns a client.
 func serve(t *testing.T, childLimit int) (*Parent, *recordingSink, canopyv1.TreeServiceClient) {
 	t.Helper()
 	sink := &recordingSink{}
 	p := NewParent(Config{
-		Self:       func() *canopyv1.NodeInfo { return &canopyv1.NodeInfo{Id: "parent"} },
-		ChildLimit: childLimit,
-		Limits:     batch.DecodeLimits{MaxSamples: 1000, MaxLabelValueLen: 100},
-		Instance:   42, Window: time.Second, MissedWindows: 2, DeadWindows: 3,
-	}, sink, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+		Limits:   batch.DecodeLimits{MaxSamples: 1000, MaxLabelValueLen: 100},
+		Instance: 42,
+	}, members(t, "parent", childLimit), sink, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	sink.parent = p
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -85,8 +95,19 @@ func rejected(p *Parent, reason string) float64 {
 	return testutil.ToFloat64(p.metrics.rejected.WithLabelValues(reason))
 }
 
+func join(t *testing.T, client canopyv1.TreeServiceClient, ids ...string) {
+	t.Helper()
+	for _, id := range ids {
+		resp, err := client.Join(context.Background(), &canopyv1.JoinRequest{Node: &canopyv1.NodeInfo{Id: id}})
+		if err != nil || resp.Result != canopyv1.JoinResult_JOIN_RESULT_ACCEPTED {
+			t.Fatalf("join %s: %v %v", id, resp, err)
+		}
+	}
+}
+
 func TestHeartbeatAcceptedAndAcked(t *testing.T) {
-	_, sink, client := serve(t, 0)
+	_, sink, client := serve(t, 10)
+	join(t, client, "c1")
 	resp, err := client.Heartbeat(context.Background(), heartbeat("c1", 5, goodLabels, 3))
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +115,7 @@ func TestHeartbeatAcceptedAndAcked(t *testing.T) {
 	if len(sink.batches) != 1 || sink.batches[0].Series[0].Labels.Get("node") != "c1" {
 		t.Fatalf("sink got %+v", sink.batches)
 	}
-	if resp.PathInstance != 42 || len(resp.Acks) != 1 || resp.Acks[0].Seq != 1 {
+	if resp.PathInstance != 42 || len(resp.Acks) != 1 || resp.Acks[0].Seq != 1 || resp.Parent.GetId() != "parent" {
 		t.Fatalf("response %v", resp)
 	}
 	// A retransmit of the same batch gets the acknowledgement again, in
@@ -106,7 +127,8 @@ func TestHeartbeatAcceptedAndAcked(t *testing.T) {
 }
 
 func TestHeartbeatRejections(t *testing.T) {
-	p, _, client := serve(t, 0)
+	p, _, client := serve(t, 10)
+	join(t, client, "c1")
 	ctx := context.Background()
 	cases := []struct {
 		name   string
@@ -119,6 +141,7 @@ func TestHeartbeatRejections(t *testing.T) {
 		{"label value too long", heartbeat("c1", 1, []*canopyv1.Label{{Name: "__name__", Value: "up"}, {Name: "a", Value: strings.Repeat("x", 101)}}, 1), codes.InvalidArgument, "invalid", "limit is 100"},
 		{"too many samples", heartbeat("c1", 1, goodLabels, 1001), codes.InvalidArgument, "invalid", "limit is 1000"},
 		{"no node id", heartbeat("", 1, goodLabels, 1), codes.InvalidArgument, "invalid", "without node id"},
+		{"not a child", heartbeat("stranger", 1, goodLabels, 1), codes.NotFound, "unknown_child", "join first"},
 		{"over the size limit", heartbeat("c1", 1, []*canopyv1.Label{{Name: "__name__", Value: "up"}, {Name: "a", Value: strings.Repeat("x", maxMessage)}}, 1), codes.ResourceExhausted, "too_large", "larger than max"},
 	}
 	for _, tc := range cases {
@@ -141,7 +164,8 @@ func TestHeartbeatRejections(t *testing.T) {
 }
 
 func TestUnknownSessionAsksForANewOne(t *testing.T) {
-	p, _, client := serve(t, 0)
+	p, _, client := serve(t, 10)
+	join(t, client, "c1")
 	req := heartbeat("c1", 9, goodLabels, 1)
 	req.Series = nil // refers to ref 1 that this parent never saw
 	_, err := client.Heartbeat(context.Background(), req)
@@ -153,26 +177,21 @@ func TestUnknownSessionAsksForANewOne(t *testing.T) {
 	}
 }
 
-func TestChildLimit(t *testing.T) {
+func TestMembershipIsTheTreeProtocols(t *testing.T) {
 	_, _, client := serve(t, 1)
 	ctx := context.Background()
-	if _, err := client.Heartbeat(ctx, heartbeat("c1", 1, goodLabels, 1)); err != nil {
-		t.Fatal(err)
-	}
-	_, err := client.Heartbeat(ctx, heartbeat("c2", 1, goodLabels, 1))
-	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "child limit") {
-		t.Fatalf("second child: %v", err)
-	}
-	join, err := client.Join(ctx, &canopyv1.JoinRequest{Node: &canopyv1.NodeInfo{Id: "c3"}})
-	if err != nil || join.Result != canopyv1.JoinResult_JOIN_RESULT_FULL {
-		t.Fatalf("join when full: %v %v", join, err)
+	join(t, client, "c1")
+	resp, err := client.Join(ctx, &canopyv1.JoinRequest{Node: &canopyv1.NodeInfo{Id: "c2"}})
+	if err != nil || resp.Result != canopyv1.JoinResult_JOIN_RESULT_FULL {
+		t.Fatalf("join when full: %v %v", resp, err)
 	}
 	if _, err := client.Leave(ctx, &canopyv1.LeaveRequest{NodeId: "c1"}); err != nil {
 		t.Fatal(err)
 	}
-	join, err = client.Join(ctx, &canopyv1.JoinRequest{Node: &canopyv1.NodeInfo{Id: "c3"}})
-	if err != nil || join.Result != canopyv1.JoinResult_JOIN_RESULT_ACCEPTED {
-		t.Fatalf("join after leave: %v %v", join, err)
+	join(t, client, "c2")
+	ping, err := client.Ping(ctx, &canopyv1.PingRequest{NodeId: "c3", SentUnixNano: 7})
+	if err != nil || ping.SentUnixNano != 7 || ping.Responder.ChildCount != 1 || ping.Responder.ChildLimit != 1 {
+		t.Fatalf("ping: %v %v", ping, err)
 	}
 }
 
@@ -180,11 +199,13 @@ func TestChildLimit(t *testing.T) {
 // once each (a retransmit is deduplicated), and the root's acks, handed to
 // Upstream, reach each child in its next reply.
 func TestSupernodeForwardsAndRoutesAcks(t *testing.T) {
-	sn := New(Config{
-		Self: func() *canopyv1.NodeInfo { return &canopyv1.NodeInfo{Id: "sn"} }, Instance: 7,
-		Window: time.Second, MissedWindows: 2, DeadWindows: 3,
-	}, batch.Limits{}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	sn := New(Config{Instance: 7}, members(t, "sn", 10), batch.Limits{}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ctx := context.Background()
+	for _, c := range []string{"a", "b"} {
+		if _, err := sn.Join(ctx, &canopyv1.JoinRequest{Node: &canopyv1.NodeInfo{Id: c}}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, c := range []string{"a", "b"} {
 		req := heartbeat(c, 1, []*canopyv1.Label{{Name: "__name__", Value: "up"}, {Name: "node", Value: c}}, 2)
 		for range 2 { // the second is a retransmit

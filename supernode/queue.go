@@ -29,9 +29,9 @@ type Supernode struct {
 // New returns a supernode whose forwarding queue holds at most limits;
 // past them the oldest batches are dropped (their origins still hold them
 // under at-least-once delivery and resend them).
-func New(cfg Config, limits batch.Limits, reg prometheus.Registerer, log *slog.Logger) *Supernode {
+func New(cfg Config, members Membership, limits batch.Limits, reg prometheus.Registerer, log *slog.Logger) *Supernode {
 	s := &Supernode{queued: map[batch.ID]struct{}{}, limits: limits, metrics: newQueueMetrics(reg)}
-	s.Parent = NewParent(cfg, s, reg, log)
+	s.Parent = NewParent(cfg, members, s, reg, log)
 	return s
 }
 
@@ -99,16 +99,6 @@ func (s *Supernode) Forwarded(n int) {
 func (s *Supernode) Upstream(resp *canopyv1.HeartbeatResponse) {
 	s.Parent.Acknowledge(resp.Acks)
 	s.Parent.SetUpstream(resp.PathInstance)
-}
-
-// Describe implements leaf.Forwarder.
-func (s *Supernode) Describe(info *canopyv1.NodeInfo, req *canopyv1.HeartbeatRequest) {
-	nodes, direct, size := s.Parent.Subtree(info.Id)
-	info.Role = canopyv1.Role_ROLE_SUPERNODE
-	info.ChildCount = uint32(direct)
-	info.ChildLimit = uint32(s.Parent.cfg.ChildLimit)
-	info.SubtreeSize = 1 + size
-	req.Children = nodes
 }
 
 type queueMetrics struct {

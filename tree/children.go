@@ -1,9 +1,12 @@
 package tree
 
 import (
+	"fmt"
 	"slices"
 	"sort"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
 )
@@ -19,6 +22,7 @@ type child struct {
 	// shedding children were asked to rejoin elsewhere (at shedAt).
 	shedding bool
 	shedAt   time.Time
+	shedFor  string // the supernode this leaf makes room for
 	// subtree is what a supernode child reported of its own subtree.
 	subtree []*canopyv1.ChildStatus
 }
@@ -43,6 +47,7 @@ func (n *Node) load(limit int) (live int, free uint64, electable int, size uint6
 			electable++
 		}
 	}
+	live += len(n.reserved) // promised slots are not free
 	if limit > live {
 		free += uint64(limit - live)
 	}
@@ -169,7 +174,9 @@ func (n *Node) Join(now time.Time, req *canopyv1.JoinRequest) *canopyv1.JoinResp
 			if len(resp.Candidates) == n.cfg.MaxCandidates {
 				break
 			}
-			if c.info.Id != id && (c.info.SubtreeFree > 0 || c.info.Electable > 0) {
+			// Where there is room, or, for a joiner that found none and
+			// when we have no leaf to elect, where an election can make some.
+			if c.info.Id != id && (c.info.SubtreeFree > 0 || (req.AllFull && !n.hasLeaves() && c.info.Role == canopyv1.Role_ROLE_SUPERNODE)) {
 				resp.Candidates = append(resp.Candidates, c.info)
 			}
 		}
@@ -186,17 +193,37 @@ func (n *Node) Join(now time.Time, req *canopyv1.JoinRequest) *canopyv1.JoinResp
 		c.info, c.lastSeen = req.Node, now
 		return n.accepted()
 	}
-	if n.liveChildren() < n.cfg.childLimit() {
+	taken := n.liveChildren() + n.reservations(id)
+	if taken < n.cfg.childLimit() {
+		delete(n.reserved, id)
 		delete(n.children, id) // a dead record of the same node
 		n.children[id] = &child{info: req.Node, joined: now, lastSeen: now, state: canopyv1.ChildState_CHILD_STATE_HEALTHY}
 		return n.accepted()
 	}
 	resp := full()
+	// A joiner that found no room is trusted over our children's room
+	// counts, which lag a window per level: electing here, as high up as the
+	// joiner's top-down search reached, at worst widens the tree early.
 	if len(resp.Candidates) == 0 || req.AllFull {
-		if req.Node.Role == canopyv1.Role_ROLE_SUPERNODE {
-			n.shed(1, req.Node)
-		} else if req.AllFull && !n.hasRoomBelow() {
-			n.elect()
+		switch {
+		case req.Node.Role == canopyv1.Role_ROLE_SUPERNODE:
+			// Make room for a supernode by moving a leaf under it.
+			n.shedFor(req.Node)
+		case req.AllFull:
+			if n.Level() >= 2 {
+				debugHook(fmt.Sprintf("deep election at %s level %d by %s", n.cfg.ID, n.Level(), id))
+			}
+			// The neighbourhood, joiner included, elects its most capable
+			// eligible member.
+			if best := n.candidateForElection(); n.eligible(req.Node) && better(req.Node, best) {
+				sn := proto.Clone(req.Node).(*canopyv1.NodeInfo)
+				sn.Role = canopyv1.Role_ROLE_SUPERNODE
+				if n.shedFor(sn) {
+					resp.Control = &canopyv1.Control{Promote: true}
+				}
+			} else {
+				n.elect()
+			}
 		}
 	}
 	return resp
@@ -206,48 +233,86 @@ func (n *Node) accepted() *canopyv1.JoinResponse {
 	return &canopyv1.JoinResponse{Result: canopyv1.JoinResult_JOIN_RESULT_ACCEPTED, Parent: n.Info(), Path: n.pathDown()}
 }
 
-func (n *Node) hasRoomBelow() bool {
+func (n *Node) hasLeaves() bool {
 	for _, c := range n.children {
-		if c.live() && c.isSupernode() && c.info.SubtreeFree > 0 {
+		if c.live() && !c.isSupernode() {
 			return true
 		}
 	}
 	return false
 }
 
-// elect promotes the most capable eligible leaf child (highest score, then
-// lowest id), unless an election is already under way.
-func (n *Node) elect() {
-	if n.electing != "" {
-		return
+// reservations counts live slot reservations held for others than id.
+func (n *Node) reservations(id string) int {
+	k := 0
+	for who, until := range n.reserved {
+		switch {
+		case !n.now.Before(until):
+			delete(n.reserved, who)
+		case who != id:
+			k++
+		}
 	}
-	var best *child
+	return k
+}
+
+// candidateForElection is the most capable eligible leaf child.
+func (n *Node) candidateForElection() *canopyv1.NodeInfo {
+	var best *canopyv1.NodeInfo
 	for _, c := range n.children {
-		if !c.live() || c.isSupernode() || c.shedding || !n.eligible(c.info) {
-			continue
-		}
-		if best == nil || c.info.Capacity.Score > best.info.Capacity.Score ||
-			(c.info.Capacity.Score == best.info.Capacity.Score && c.info.Id < best.info.Id) {
-			best = c
+		if c.live() && !c.isSupernode() && !c.shedding && n.eligible(c.info) && better(c.info, best) {
+			best = c.info
 		}
 	}
-	if best == nil {
+	return best
+}
+
+// better ranks for election: highest score, then lowest id.
+func better(a, b *canopyv1.NodeInfo) bool {
+	if b == nil {
+		return true
+	}
+	sa, sb := a.GetCapacity().GetScore(), b.GetCapacity().GetScore()
+	return sa > sb || (sa == sb && a.Id < b.Id)
+}
+
+// elect promotes the most capable eligible leaf child, unless an election
+// is already under way; the child learns it in its next heartbeat reply.
+func (n *Node) elect() {
+	best := n.candidateForElection()
+	if n.electing != "" || best == nil {
 		return
 	}
-	best.control = &canopyv1.Control{Promote: true}
-	n.electing, n.electedAt = best.info.Id, n.now
+	n.children[best.Id].control = &canopyv1.Control{Promote: true}
+	n.electing, n.electedAt = best.Id, n.now
+}
+
+// shedFor moves one leaf towards a supernode that wants a slot here and
+// reserves the slot for it, unless that is under way already. It reports
+// whether a slot is (being) made.
+func (n *Node) shedFor(sn *canopyv1.NodeInfo) bool {
+	if _, ok := n.reserved[sn.Id]; ok {
+		return true
+	}
+	victim := n.shed(1, sn)
+	if victim == nil {
+		return false
+	}
+	victim.shedFor = sn.Id
+	n.reserved[sn.Id] = n.now.Add(time.Duration(n.cfg.DeadWindows) * n.cfg.Window)
+	return true
 }
 
 // shed asks up to k leaf children (least capable first) to rejoin among
-// offer plus the supernode children with room.
-func (n *Node) shed(k int, offer ...*canopyv1.NodeInfo) {
+// offer plus the supernode children with room, and returns the last one.
+func (n *Node) shed(k int, offer ...*canopyv1.NodeInfo) (last *child) {
 	for _, c := range n.supernodeChildren(nil) {
 		if c.info.SubtreeFree > 0 {
 			offer = append(offer, c.info)
 		}
 	}
 	if len(offer) == 0 {
-		return
+		return nil
 	}
 	var leaves []*child
 	for _, c := range n.children {
@@ -265,7 +330,9 @@ func (n *Node) shed(k int, offer ...*canopyv1.NodeInfo) {
 	for _, c := range leaves[:min(k, len(leaves))] {
 		c.shedding, c.shedAt = true, n.now
 		c.control = &canopyv1.Control{Rejoin: &canopyv1.Rejoin{Candidates: offer, Reason: "shed by " + n.cfg.ID}}
+		last = c
 	}
+	return last
 }
 
 // ChildHeartbeat records a child's heartbeat and returns the membership

@@ -98,8 +98,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("roots: a node needs at least one bootstrap address")
 	case c.Window <= 0:
 		return fmt.Errorf("window: must be positive")
-	case c.MissedWindows < 1 || c.DeadWindows <= c.MissedWindows:
-		return fmt.Errorf("missed_windows, dead_windows: need 1 ≤ missed < dead")
+	case c.MissedWindows < 1:
+		return fmt.Errorf("missed_windows: must be at least 1")
+	case c.DeadWindows <= c.MissedWindows:
+		return fmt.Errorf("dead_windows: must exceed missed_windows")
 	case c.ForgetAfter < time.Duration(c.DeadWindows)*c.Window:
 		return fmt.Errorf("forget_after: must be at least dead_windows × window")
 	case c.Probes < 1:

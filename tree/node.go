@@ -62,6 +62,10 @@ type candidate struct {
 	sent   int
 	failed bool
 	full   bool // answered FULL (or redirect) during this round
+	asked  bool // asked to elect during this round
+	// electing: asked, it answered without pointing further down — it is
+	// making room itself; nobody deeper should be asked meanwhile.
+	electing bool
 }
 
 func (c *candidate) rtt() time.Duration {
@@ -100,11 +104,16 @@ type Node struct {
 	joinTarget string
 	allFull    bool
 	offered    []*canopyv1.NodeInfo // rejoin candidates pushed by the parent
+	// reservedAt is a parent that elected us and holds a slot for us
+	// until reservedUntil.
+	reservedAt    *canopyv1.NodeInfo
+	reservedUntil time.Time
 	prevParent string
 	leaving    bool
 
 	// parent side
 	children  map[string]*child
+	reserved  map[string]time.Time // supernode id → slot held for it until
 	electing  string
 	electedAt time.Time
 	idleSince time.Time
@@ -135,6 +144,7 @@ func NewNode(cfg Config, now time.Time) (*Node, error) {
 		excluded:  map[string]time.Time{},
 		pool:      map[string]*candidate{},
 		children:  map[string]*child{},
+		reserved:  map[string]time.Time{},
 		idleSince: now,
 	}
 	if n.rnd == nil {
@@ -154,6 +164,9 @@ func NewNode(cfg Config, now time.Time) (*Node, error) {
 	n.bo.Reset()
 	return n, nil
 }
+
+// debugHook observes protocol events in tests.
+var debugHook = func(string) {}
 
 // Now implements backoff.Clock with the node's own notion of time.
 func (n *Node) Now() time.Time { return n.now }
@@ -318,7 +331,8 @@ func (n *Node) heartbeatRequest() *canopyv1.HeartbeatRequest {
 // parentFailed gives up on the parent: it is excluded for a while and
 // selection starts again. A supernode moves with its children.
 func (n *Node) parentFailed() {
-	if n.parent != nil {
+	debugHook(fmt.Sprintf("parentFailed role=%v level=%d", n.role, n.Level()))
+	if n.parent != nil && !n.cfg.Static { // a static node has nowhere else to go
 		n.excluded[n.parent.Address] = n.now.Add(n.cfg.ForgetAfter)
 	}
 	n.detach()
@@ -338,6 +352,15 @@ func (n *Node) detach() {
 func (n *Node) startDiscovery() {
 	clear(n.pool)
 	n.allFull = false
+	if n.reservedAt != nil && n.now.Before(n.reservedUntil) {
+		// A slot is being freed for us: go straight back for it.
+		n.addCandidate(n.reservedAt)
+		if c, ok := n.pool[n.reservedAt.Address]; ok {
+			n.join(c, false)
+			return
+		}
+	}
+	n.reservedAt = nil
 	if len(n.offered) > 0 {
 		// The parent told us where to go (rejoin): probe those.
 		for _, c := range n.offered {
@@ -441,10 +464,18 @@ func (n *Node) retry() {
 }
 
 // choose picks what to join from the probed pool: the lowest-RTT
-// candidate with room (ties: lower load); else descend towards room; else
-// ask the most promising full parent to elect a supernode.
+// candidate with room (ties: lower load); else the lowest-RTT one whose
+// subtree has room, to descend; else, when the tree is full, it asks for
+// an election top-down: the shallowest neighbourhood not asked yet, so the
+// tree widens before it deepens.
 func (n *Node) choose() {
-	var room, deeper, electable []*candidate
+	var room, deeper, ask []*candidate
+	ceiling := uint32(1<<32 - 1) // no election deeper than a neighbourhood already electing
+	for _, c := range n.pool {
+		if c.electing {
+			ceiling = min(ceiling, c.info.Level)
+		}
+	}
 	for _, c := range n.pool {
 		if c.failed || (len(c.rtts) == 0 && !n.cfg.Static) {
 			continue
@@ -454,8 +485,8 @@ func (n *Node) choose() {
 			room = append(room, c)
 		case c.info.SubtreeFree > 0 && !c.full:
 			deeper = append(deeper, c)
-		case c.info.Electable > 0:
-			electable = append(electable, c)
+		case !c.asked && c.info.Role != canopyv1.Role_ROLE_LEAF && c.info.Level <= ceiling:
+			ask = append(ask, c)
 		}
 	}
 	byRTT := func(cs []*candidate) {
@@ -473,19 +504,58 @@ func (n *Node) choose() {
 	}
 	byRTT(room)
 	byRTT(deeper)
-	// Elect as high up as possible: the shape widens before it deepens.
-	sort.SliceStable(electable, func(i, j int) bool { return electable[i].info.Level < electable[j].info.Level })
+	byRTT(ask)
+	sort.SliceStable(ask, func(i, j int) bool {
+		a, b := ask[i].info, ask[j].info
+		if a.Level != b.Level {
+			return a.Level < b.Level
+		}
+		return (a.Electable > 0) && b.Electable == 0
+	})
 	switch {
 	case len(room) > 0:
 		n.join(room[0], false)
 	case len(deeper) > 0:
 		n.join(deeper[0], false)
-	case len(electable) > 0 && !n.allFull:
+	case len(ask) > 0 && !n.treeHasRoom():
+		// No room anywhere: the neighbourhood asked elects a supernode
+		// (which may be us) or points further down to where one can be.
 		n.allFull = true
-		n.join(electable[0], true)
+		ask[0].asked = true
+		n.join(ask[0], true)
+	case ceiling != 1<<32-1:
+		// An election is making room: come back when the elected node
+		// has taken its role (two heartbeats), not after a longer backoff.
+		n.phase = detached
+		n.retryAt = n.now.Add(n.jittered(2 * n.cfg.Window))
 	default:
 		n.retry()
 	}
+}
+
+// treeHasRoom reports whether the root, as probed, still counts free slots
+// somewhere in the tree: then a full neighbourhood is a matter of finding
+// the room (or of a stale count), not a reason to grow the tree deeper.
+// Without the root's word (a rejoin among offered candidates) it assumes
+// room: only a search that started at the root may ask for an election.
+func (n *Node) treeHasRoom() bool {
+	for _, c := range n.pool {
+		if c.info.Role == canopyv1.Role_ROLE_ROOT && !c.failed && len(c.rtts) > 0 {
+			return c.info.SubtreeFree > 0
+		}
+	}
+	return true
+}
+
+// dialled is info with the address we reached it at: what a node says its
+// address is may not be what its children can dial.
+func dialled(info *canopyv1.NodeInfo, addr string) *canopyv1.NodeInfo {
+	if info.Address == addr {
+		return info
+	}
+	c := proto.Clone(info).(*canopyv1.NodeInfo)
+	c.Address = addr
+	return c
 }
 
 func load(info *canopyv1.NodeInfo) float64 {
@@ -514,7 +584,7 @@ func (n *Node) Deliver(now time.Time, env Envelope, resp proto.Message, err erro
 	n.now = now
 	switch req := env.Msg.(type) {
 	case *canopyv1.CandidatesRequest:
-		n.onCandidates(resp, err)
+		n.onCandidates(env.To, resp, err)
 	case *canopyv1.PingRequest:
 		n.onPing(env.To, req, resp, err)
 	case *canopyv1.JoinRequest:
@@ -526,7 +596,7 @@ func (n *Node) Deliver(now time.Time, env Envelope, resp proto.Message, err erro
 	}
 }
 
-func (n *Node) onCandidates(resp proto.Message, err error) {
+func (n *Node) onCandidates(to string, resp proto.Message, err error) {
 	if n.phase != discover {
 		return
 	}
@@ -536,6 +606,9 @@ func (n *Node) onCandidates(resp proto.Message, err error) {
 		return
 	}
 	for _, c := range resp.(*canopyv1.CandidatesResponse).Candidates {
+		if c.Role == canopyv1.Role_ROLE_ROOT && c.Address == "" {
+			c = dialled(c, to) // the root may not know its public address
+		}
 		n.addCandidate(c)
 	}
 	n.startProbing()
@@ -572,8 +645,26 @@ func (n *Node) onJoin(to string, resp proto.Message, err error) {
 	r := resp.(*canopyv1.JoinResponse)
 	if r.Result != canopyv1.JoinResult_JOIN_RESULT_ACCEPTED {
 		c.full = true
+		if r.Control.GetPromote() {
+			// The full neighbourhood elected us: become a supernode and
+			// come back for the slot it reserved, which a shed leaf is
+			// freeing.
+			n.control(r.Control)
+			n.reservedAt = c.info
+			n.reservedUntil = n.now.Add(time.Duration(n.cfg.DeadWindows) * n.cfg.Window)
+			n.phase = detached
+			n.retryAt = n.now.Add(n.cfg.Window / 4)
+			return
+		}
 		if r.Parent != nil {
 			c.info = r.Parent
+		}
+		if n.reservedAt != nil && n.reservedAt.Address == to {
+			n.retry() // the slot is not free yet
+			return
+		}
+		if c.asked && len(r.Candidates) == 0 {
+			c.electing = true
 		}
 		fresh := 0
 		for _, info := range r.Candidates {
@@ -586,16 +677,15 @@ func (n *Node) onJoin(to string, resp proto.Message, err error) {
 			n.startProbing()
 			return
 		}
-		if n.allFull {
-			// We asked for an election; give it time to happen.
-			n.retry()
-			return
-		}
 		n.choose()
 		return
 	}
+	n.reservedAt = nil
 	old := n.parent
-	n.parent, n.path = r.Parent, r.Path
+	if old != nil || n.role == canopyv1.Role_ROLE_SUPERNODE {
+		debugHook(fmt.Sprintf("join role=%v newlevel=%d had=%v", n.role, r.Parent.Level+1, old != nil))
+	}
+	n.parent, n.path = dialled(r.Parent, to), r.Path
 	n.parentRTT = c.rtt()
 	if n.cfg.Static {
 		n.parentRTT = 0
@@ -608,10 +698,10 @@ func (n *Node) onJoin(to string, resp proto.Message, err error) {
 	if n.prevParent != "" || old != nil {
 		n.stats.Reparents++
 	}
-	if old != nil && old.Address != r.Parent.Address {
+	if old != nil && old.Address != to {
 		n.send(old.Address, &canopyv1.LeaveRequest{NodeId: n.cfg.ID, Reason: "moved to " + r.Parent.Id})
 	}
-	n.events = append(n.events, Event{Kind: ParentChanged, Addr: r.Parent.Address, ID: r.Parent.Id})
+	n.events = append(n.events, Event{Kind: ParentChanged, Addr: to, ID: r.Parent.Id})
 }
 
 func (n *Node) onHeartbeat(to string, resp proto.Message, err error) {
@@ -620,6 +710,7 @@ func (n *Node) onHeartbeat(to string, resp proto.Message, err error) {
 		return
 	}
 	if errors.Is(err, ErrNotChild) {
+		debugHook(fmt.Sprintf("notchild role=%v level=%d", n.role, n.Level()))
 		// The parent forgot us (restarted, or declared us dead): join again.
 		n.detach()
 		n.retryAt = n.now
@@ -633,7 +724,7 @@ func (n *Node) onHeartbeat(to string, resp proto.Message, err error) {
 	n.lastBeat = n.now
 	r := resp.(*canopyv1.HeartbeatResponse)
 	if r.Parent != nil {
-		n.parent = r.Parent
+		n.parent = dialled(r.Parent, to)
 	}
 	if r.Path != nil {
 		n.path = r.Path
@@ -647,10 +738,12 @@ func (n *Node) control(c *canopyv1.Control) {
 		return
 	}
 	if c.Promote && n.role == canopyv1.Role_ROLE_LEAF && !n.cfg.LeafOnly && n.cfg.Address != "" {
+		debugHook(fmt.Sprintf("promoted level=%d attached=%v", n.Level(), n.phase == attached))
 		n.setRole(canopyv1.Role_ROLE_SUPERNODE)
 		n.stats.Promoted++
 	}
 	if c.Rejoin != nil {
+		debugHook(fmt.Sprintf("rejoin role=%v level=%d", n.role, n.Level()))
 		n.offered = c.Rejoin.Candidates
 		// Stay attached while we look: the old parent keeps our data
 		// flowing until the new one accepts us.

@@ -1,7 +1,8 @@
 // Command canopy-node is the agent that runs on every device: it scrapes
 // its targets and the machine, batches a window of samples and sends it as
-// the heartbeat to its parent; in the supernode role it also adopts
-// children and forwards their batches with its own.
+// the heartbeat to its parent, which it finds itself (RTT and load); when
+// the tree promotes it, it also adopts children and forwards their batches
+// with its own.
 package main
 
 import (
@@ -30,17 +31,19 @@ func run(args []string) error {
 	file := flags.StringP("config", "c", "", "YAML configuration file (see examples/node.yaml)")
 	flags.String("id", "", "node id (node.id)")
 	flags.String("dc", "", "distributed cloud id (node.dc)")
-	flags.String("role", "", "leaf or supernode (node.role)")
-	flags.String("parent", "", "parent gRPC address (node.parent)")
+	flags.String("role", "", "auto, leaf-only or supernode (node.role)")
+	flags.StringSlice("roots", nil, "root gRPC addresses, comma separated (node.roots)")
+	flags.Bool("static", false, "join the first root address and nothing else (node.static)")
 	flags.String("listen", "", "local API address (node.listen)")
-	flags.String("tree-listen", "", "gRPC address for children, supernode role (node.tree_listen)")
+	flags.String("tree-listen", "", "gRPC address for children (node.tree_listen)")
+	flags.String("state-dir", "", "directory keeping the role across restarts (node.state_dir)")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
 	cfg := node.Default()
 	err := config.Load(&cfg, *file, flags, map[string]string{
-		"id": "node.id", "dc": "node.dc", "role": "node.role", "parent": "node.parent",
-		"listen": "node.listen", "tree-listen": "node.tree_listen",
+		"id": "node.id", "dc": "node.dc", "role": "node.role", "roots": "node.roots", "static": "node.static",
+		"listen": "node.listen", "tree-listen": "node.tree_listen", "state-dir": "node.state_dir",
 	})
 	if err != nil {
 		return err
@@ -59,7 +62,7 @@ func run(args []string) error {
 		return fmt.Errorf("node.listen: %w", err)
 	}
 	var treeLis net.Listener
-	if cfg.Node.Role == "supernode" {
+	if cfg.Node.TreeListen != "" {
 		if treeLis, err = net.Listen("tcp", cfg.Node.TreeListen); err != nil {
 			return fmt.Errorf("node.tree_listen: %w", err)
 		}
@@ -67,6 +70,6 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log.Info("canopy-node started", "id", cfg.Node.ID, "dc", cfg.Node.DC, "role", cfg.Node.Role,
-		"parent", cfg.Node.Parent, "api", apiLis.Addr().String(), "tree", cfg.Node.TreeListen)
+		"roots", cfg.Node.Roots, "api", apiLis.Addr().String(), "tree", cfg.Node.TreeListen)
 	return n.Run(ctx, apiLis, treeLis)
 }

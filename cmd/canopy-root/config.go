@@ -30,6 +30,8 @@ type RootSection struct {
 	GRPCListen string `mapstructure:"grpc_listen"`
 	// HTTPListen serves the REST gateway, /metrics and /healthz.
 	HTTPListen string `mapstructure:"http_listen"`
+	// Advertise is the gRPC address nodes dial (default: grpc_listen).
+	Advertise string `mapstructure:"advertise"`
 	// ChildLimit is how many direct children the root adopts (0 = no limit).
 	ChildLimit int `mapstructure:"child_limit"`
 	// Window is the children's heartbeat period, for failure detection.

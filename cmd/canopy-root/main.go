@@ -52,7 +52,12 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("root.http_listen: %w", err)
 	}
-	r, err := root.Open(cfg.Options(), log)
+	opts := cfg.Options()
+	opts.Address = grpcLis.Addr().String()
+	if cfg.Root.Advertise != "" {
+		opts.Address = cfg.Root.Advertise
+	}
+	r, err := root.Open(opts, log)
 	if err != nil {
 		return err
 	}

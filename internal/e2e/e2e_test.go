@@ -80,6 +80,7 @@ func TestTreeDeliversEverySample(t *testing.T) {
 	for _, l := range leaves {
 		l.stop()
 	}
+	sn.kill() // nothing more arrives at the root while we audit
 
 	var checked int
 	for _, l := range leaves {

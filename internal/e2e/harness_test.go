@@ -100,8 +100,14 @@ func startRoot(t *testing.T) *rootRun {
 // start children before their parent exists).
 func startRootOn(t *testing.T, g net.Listener) *rootRun {
 	t.Helper()
+	return startRootConfigured(t, g, 0, window)
+}
+
+// startRootConfigured runs a root with a child limit (0: none) and window.
+func startRootConfigured(t *testing.T, g net.Listener, childLimit int, window time.Duration) *rootRun {
+	t.Helper()
 	r, err := root.Open(root.Options{
-		ID: "root", DataDir: t.TempDir(),
+		ID: "root", Address: g.Addr().String(), DataDir: t.TempDir(), ChildLimit: childLimit,
 		Retention: 24 * time.Hour, OutOfOrderWindow: time.Hour,
 		Window: window, MaxMessageBytes: 4 << 20,
 		Limits:      batch.DecodeLimits{MaxSeries: 100_000, MaxSamples: 500_000, MaxLabelsPerSet: 64, MaxLabelNameLen: 128, MaxLabelValueLen: 1024, MaxDictionarySize: 1_000_000},
@@ -140,7 +146,8 @@ func startSupernode(t *testing.T, id, parent string) *supernodeProcess {
   id: %s
   dc: eu-1
   role: supernode
-  parent: %s
+  roots: [%s]
+  static: true
   listen: 127.0.0.1:0
   tree_listen: %s
 scrape:
@@ -210,7 +217,7 @@ func startLeafWith(t *testing.T, id, dc, parent string, adjust func(*node.Config
 	l := &leafRun{id: id, target: NewExporterTarget(2), sealed: map[uint64][]batch.Series{}, done: make(chan error, 1)}
 	t.Cleanup(l.target.Close)
 	cfg := node.Default()
-	cfg.Node.ID, cfg.Node.DC, cfg.Node.Parent = id, dc, parent
+	cfg.Node.ID, cfg.Node.DC, cfg.Node.Roots, cfg.Node.Static = id, dc, []string{parent}, true
 	cfg.Scrape.Interval, cfg.Scrape.Timeout, cfg.Scrape.Machine = scrapeInterval, scrapeInterval, false
 	cfg.Scrape.Targets = []leaf.Target{{Name: "node_exporter", URL: l.target.URL + "/metrics"}}
 	cfg.Batch.Window, cfg.Batch.RetransmitAfter = window, 5*time.Second

@@ -37,7 +37,7 @@ func TestRealNodeExporter(t *testing.T) {
 	sn := startSupernode(t, "sn1", r.grpcAddr)
 
 	cfg := node.Default()
-	cfg.Node.ID, cfg.Node.DC, cfg.Node.Parent = "edge1", "eu-1", sn.treeAddr
+	cfg.Node.ID, cfg.Node.DC, cfg.Node.Roots, cfg.Node.Static = "edge1", "eu-1", []string{sn.treeAddr}, true
 	cfg.Scrape.Interval, cfg.Scrape.Timeout, cfg.Scrape.Machine = time.Second, time.Second, false
 	cfg.Scrape.Targets = []leaf.Target{{Name: "node_exporter", URL: url}}
 	cfg.Batch.Window = window

@@ -9,12 +9,15 @@ import (
 	"github.com/canopytree/canopy/batch"
 	"github.com/canopytree/canopy/internal/config"
 	"github.com/canopytree/canopy/leaf"
+	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
+	"github.com/canopytree/canopy/tree"
 )
 
 // Config is the canopy-node configuration file. Every field's default is in
 // Default; examples/node.yaml shows them all.
 type Config struct {
 	Node    Identity      `mapstructure:"node"`
+	Tree    Tree          `mapstructure:"tree"`
 	Scrape  Scrape        `mapstructure:"scrape"`
 	Batch   Batch         `mapstructure:"batch"`
 	Limits  config.Limits `mapstructure:"limits"`
@@ -29,16 +32,51 @@ type Identity struct {
 	ID string `mapstructure:"id"`
 	// DC is the distributed cloud the node belongs to (the dc label).
 	DC string `mapstructure:"dc"`
-	// Role is leaf or supernode.
+	// Role is auto (a leaf the tree may promote), leaf-only (never
+	// promoted) or supernode (always one).
 	Role string `mapstructure:"role"`
-	// Parent is the gRPC address of the parent (a supernode or the root).
-	Parent string `mapstructure:"parent"`
+	// Roots are the root's gRPC addresses, asked for candidates.
+	Roots []string `mapstructure:"roots"`
+	// Static joins the first root address and nothing else: a fixed
+	// topology (that address may be a supernode's).
+	Static bool `mapstructure:"static"`
 	// Listen is the local HTTP API: targets, /metrics, /healthz.
 	Listen string `mapstructure:"listen"`
-	// TreeListen is where a supernode serves its children (gRPC).
+	// TreeListen is where the node serves TreeService, so it can be a
+	// parent when promoted. Empty makes the node leaf-only.
 	TreeListen string `mapstructure:"tree_listen"`
-	// ChildLimit is how many children a supernode adopts.
+	// Advertise is the address children dial (default: tree_listen).
+	Advertise string `mapstructure:"advertise"`
+	// StateDir keeps the node's role across restarts (state.json).
+	StateDir string `mapstructure:"state_dir"`
+}
+
+// Tree tunes the self-organising tree (see the tree package).
+type Tree struct {
+	// ChildLimit overrides the limit derived from capacity (0: derive).
 	ChildLimit int `mapstructure:"child_limit"`
+	// LinkBandwidthMbps is the uplink bandwidth, part of the capacity score.
+	LinkBandwidthMbps int `mapstructure:"link_bandwidth_mbps"`
+	// MissedWindows and DeadWindows: a silent child is suspect, then dead;
+	// a child gives up on a silent parent after dead_windows too.
+	MissedWindows int `mapstructure:"missed_windows"`
+	DeadWindows   int `mapstructure:"dead_windows"`
+	// ForgetAfter is the soft-state timeout.
+	ForgetAfter time.Duration `mapstructure:"forget_after"`
+	// Probes per candidate (median RTT), and the timeout of each request.
+	Probes         int           `mapstructure:"probes"`
+	RequestTimeout time.Duration `mapstructure:"request_timeout"`
+	MaxCandidates  int           `mapstructure:"max_candidates"`
+	// PromoteMinUptime and PromoteMinCapacity make a node eligible.
+	PromoteMinUptime   time.Duration `mapstructure:"promote_min_uptime"`
+	PromoteMinCapacity float64       `mapstructure:"promote_min_capacity"`
+	// DemoteAfter: an idle supernode becomes a leaf again.
+	DemoteAfter time.Duration `mapstructure:"demote_after"`
+	// ShedFraction of its leaves a parent moves to a newly promoted child.
+	ShedFraction float64 `mapstructure:"shed_fraction"`
+	// BackoffInitial and BackoffMax bound retries.
+	BackoffInitial time.Duration `mapstructure:"backoff_initial"`
+	BackoffMax     time.Duration `mapstructure:"backoff_max"`
 }
 
 // Scrape configures collection.
@@ -86,12 +124,26 @@ func Default() Config {
 	host, _ := os.Hostname()
 	return Config{
 		Node: Identity{
-			ID:         host,
-			DC:         "default",
-			Role:       "leaf",
-			Parent:     "127.0.0.1:7070",
-			Listen:     "127.0.0.1:9180",
-			ChildLimit: 100,
+			ID:     host,
+			DC:     "default",
+			Role:   "auto",
+			Roots:  []string{"127.0.0.1:7070"},
+			Listen: "127.0.0.1:9180",
+		},
+		Tree: Tree{
+			LinkBandwidthMbps:  100,
+			MissedWindows:      2,
+			DeadWindows:        3,
+			ForgetAfter:        10 * time.Minute,
+			Probes:             3,
+			RequestTimeout:     2 * time.Second,
+			MaxCandidates:      16,
+			PromoteMinUptime:   10 * time.Minute,
+			PromoteMinCapacity: 2,
+			DemoteAfter:        30 * time.Minute,
+			ShedFraction:       0.5,
+			BackoffInitial:     time.Second,
+			BackoffMax:         30 * time.Second,
 		},
 		Scrape: Scrape{
 			Interval: 2 * time.Second, // cantal's precision: a scan every 2 s
@@ -122,14 +174,16 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node.id: must not be empty")
 	case c.Node.DC == "":
 		return fmt.Errorf("node.dc: must not be empty")
-	case c.Node.Role != "leaf" && c.Node.Role != "supernode":
-		return fmt.Errorf("node.role: %q is not leaf or supernode", c.Node.Role)
-	case c.Node.Parent == "":
-		return fmt.Errorf("node.parent: must name the parent's gRPC address")
+	case c.Node.Role != "auto" && c.Node.Role != "leaf-only" && c.Node.Role != "supernode":
+		return fmt.Errorf("node.role: %q is not auto, leaf-only or supernode", c.Node.Role)
+	case len(c.Node.Roots) == 0:
+		return fmt.Errorf("node.roots: must name the root's gRPC address")
 	case c.Node.Role == "supernode" && c.Node.TreeListen == "":
 		return fmt.Errorf("node.tree_listen: a supernode must listen for children")
-	case c.Node.ChildLimit <= 0:
-		return fmt.Errorf("node.child_limit: must be positive")
+	case c.Tree.ChildLimit < 0:
+		return fmt.Errorf("tree.child_limit: must not be negative")
+	case c.Tree.LinkBandwidthMbps < 0:
+		return fmt.Errorf("tree.link_bandwidth_mbps: must not be negative")
 	case c.Scrape.Interval <= 0:
 		return fmt.Errorf("scrape.interval: must be positive")
 	case c.Scrape.Timeout <= 0 || c.Scrape.Timeout > c.Scrape.Interval:
@@ -149,7 +203,11 @@ func (c *Config) Validate() error {
 	case c.Forward.MaxSamples <= 0 || c.Forward.MaxBytes <= 0:
 		return fmt.Errorf("forward.max_samples, forward.max_bytes: must be positive")
 	}
-	for _, addr := range []struct{ key, v string }{{"node.parent", c.Node.Parent}, {"node.listen", c.Node.Listen}, {"node.tree_listen", c.Node.TreeListen}} {
+	addrs := []struct{ key, v string }{{"node.listen", c.Node.Listen}, {"node.tree_listen", c.Node.TreeListen}, {"node.advertise", c.Node.Advertise}}
+	for i, r := range c.Node.Roots {
+		addrs = append(addrs, struct{ key, v string }{fmt.Sprintf("node.roots[%d]", i), r})
+	}
+	for _, addr := range addrs {
 		if addr.v == "" {
 			continue
 		}
@@ -165,8 +223,34 @@ func (c *Config) Validate() error {
 	if err := c.Limits.Validate("limits"); err != nil {
 		return err
 	}
+	tc := c.treeConfig(tree.Capacity{})
+	if err := tc.Validate(); err != nil {
+		return fmt.Errorf("tree.%w", err)
+	}
 	_, err := c.Log.Logger()
 	return err
+}
+
+// treeConfig is the membership configuration for a node of capacity c.
+func (c *Config) treeConfig(capacity tree.Capacity) tree.Config {
+	tc := tree.DefaultConfig(c.Node.ID)
+	tc.Address = c.Node.Advertise
+	if tc.Address == "" {
+		tc.Address = c.Node.TreeListen
+	}
+	tc.DC, tc.Roots, tc.Static = c.Node.DC, c.Node.Roots, c.Node.Static
+	tc.Capacity, tc.ChildLimit = capacity, c.Tree.ChildLimit
+	tc.LeafOnly = c.Node.Role == "leaf-only" || c.Node.TreeListen == ""
+	if c.Node.Role == "supernode" {
+		tc.Role, tc.Pinned = canopyv1.Role_ROLE_SUPERNODE, true
+	}
+	tc.Window = c.Batch.Window
+	tc.MissedWindows, tc.DeadWindows, tc.ForgetAfter = c.Tree.MissedWindows, c.Tree.DeadWindows, c.Tree.ForgetAfter
+	tc.Probes, tc.RequestTimeout, tc.MaxCandidates = c.Tree.Probes, c.Tree.RequestTimeout, c.Tree.MaxCandidates
+	tc.MinUptime, tc.MinCapacity = c.Tree.PromoteMinUptime, c.Tree.PromoteMinCapacity
+	tc.DemoteAfter, tc.ShedFraction = c.Tree.DemoteAfter, c.Tree.ShedFraction
+	tc.BackoffInitial, tc.BackoffMax = c.Tree.BackoffInitial, c.Tree.BackoffMax
+	return tc
 }
 
 func (c *Config) delivery() batch.Delivery {

@@ -13,7 +13,7 @@ import (
 
 // The shipped examples must load and validate: they document the keys.
 func TestExamplesLoad(t *testing.T) {
-	for _, f := range []string{"leaf.yaml", "supernode.yaml"} {
+	for _, f := range []string{"node.yaml", "static.yaml"} {
 		cfg := Default()
 		if err := config.Load(&cfg, "../../examples/"+f, pflag.NewFlagSet("x", pflag.ContinueOnError), nil); err != nil {
 			t.Fatalf("%s: %v", f, err)
@@ -38,7 +38,10 @@ func TestValidateNamesTheKey(t *testing.T) {
 	for key, mutate := range map[string]func(*Config){
 		"node.role":              func(c *Config) { c.Node.Role = "king" },
 		"node.tree_listen":       func(c *Config) { c.Node.Role = "supernode" },
-		"node.parent":            func(c *Config) { c.Node.Parent = "nocolon" },
+		"node.roots[0]":          func(c *Config) { c.Node.Roots = []string{"nocolon"} },
+		"node.roots":             func(c *Config) { c.Node.Roots = nil },
+		"tree.dead_windows":      func(c *Config) { c.Tree.DeadWindows = 1 },
+		"tree.shed_fraction":     func(c *Config) { c.Tree.ShedFraction = 2 },
 		"scrape.timeout":         func(c *Config) { c.Scrape.Timeout = time.Hour },
 		"batch.delivery":         func(c *Config) { c.Batch.Delivery = "exactly-once" },
 		"batch.retransmit_after": func(c *Config) { c.Batch.RetransmitAfter = time.Second },

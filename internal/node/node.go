@@ -1,7 +1,7 @@
 // Package node assembles the canopy-node process from the leaf agent, the
-// optional supernode service, the uplink to the parent and the local HTTP
-// API, so the binary and the end-to-end tests run the same code. It must
-// not import the TSDB or the REST gateway.
+// supernode service, the tree membership core and its gRPC transport, and
+// the local HTTP API, so the binary and the end-to-end tests run the same
+// code. It must not import the TSDB or the REST gateway.
 package node
 
 import (
@@ -12,75 +12,68 @@ import (
 	"net"
 	"net/http"
 	"runtime"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/procfs"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/canopytree/canopy/batch"
-	_ "github.com/canopytree/canopy/internal/grpcsnappy" // heartbeats are snappy-compressed
-	"github.com/canopytree/canopy/internal/ticker"
+	"github.com/canopytree/canopy/internal/treegrpc"
 	"github.com/canopytree/canopy/leaf"
 	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
 	"github.com/canopytree/canopy/supernode"
+	"github.com/canopytree/canopy/tree"
 )
 
 // Node is a running canopy-node.
 type Node struct {
-	cfg   Config
-	log   *slog.Logger
-	reg   *prometheus.Registry
-	conn  *grpc.ClientConn
-	Agent *leaf.Agent
-	// Supernode is nil in the leaf role.
-	Supernode *supernode.Supernode
-	treeAddr  atomic.Value // advertised address of the tree listener
+	cfg       Config
+	log       *slog.Logger
+	reg       *prometheus.Registry
+	conns     *treegrpc.Conns
+	Members   *tree.Safe
+	Agent     *leaf.Agent
+	Supernode *supernode.Supernode // nil on a leaf-only node
+	state     *stateFile
+
+	wg sync.WaitGroup
 }
 
 // New builds a node from a validated configuration. epoch identifies this
 // incarnation (batch seqs restart with it); pass 0 to derive it from the
 // clock.
 func New(cfg Config, epoch uint64, log *slog.Logger) (*Node, error) {
+	now := time.Now()
 	if epoch == 0 {
-		epoch = uint64(time.Now().UnixNano())
+		epoch = uint64(now.UnixNano())
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
-	n := &Node{cfg: cfg, log: log, reg: reg}
-	n.treeAddr.Store(cfg.Node.TreeListen)
+	n := &Node{cfg: cfg, log: log, reg: reg, state: &stateFile{dir: cfg.Node.StateDir}}
+	n.conns = treegrpc.NewConns(cfg.Batch.Window, cfg.Limits.MaxMessageBytes)
 
-	conn, err := grpc.NewClient(cfg.Node.Parent,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(cfg.Limits.MaxMessageBytes)),
-		// gRPC's default reconnect backoff grows to two minutes; a parent
-		// that comes back must see its children within a few windows.
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: cfg.Batch.Window / 4, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * cfg.Batch.Window},
-			MinConnectTimeout: cfg.Batch.Window,
-		}))
-	if err != nil {
-		return nil, fmt.Errorf("node.parent: %w", err)
+	tc := cfg.treeConfig(detectCapacity(cfg, now))
+	if role, ok, err := n.state.role(); err != nil {
+		return nil, err
+	} else if ok && !tc.Pinned && !tc.LeafOnly {
+		tc.Role = role // a promotion survives restarts
 	}
-	n.conn = conn
-	session := epoch
-	uplink := leaf.NewUplink(conn, cfg.Batch.MaxDictionary, func() uint64 { session++; return session })
+	core, err := tree.NewNode(tc, now)
+	if err != nil {
+		return nil, fmt.Errorf("tree: %w", err)
+	}
+	n.Members = tree.NewSafe(core, time.Now)
 
 	var fwd leaf.Forwarder
-	if cfg.Node.Role == "supernode" {
+	if !tc.LeafOnly {
 		n.Supernode = supernode.New(supernode.Config{
-			Self:          n.self,
-			ChildLimit:    cfg.Node.ChildLimit,
-			Limits:        cfg.Limits.Decode(),
-			Instance:      epoch,
-			Window:        cfg.Batch.Window,
-			MissedWindows: 2,
-			DeadWindows:   3,
-			ForgetAfter:   20 * cfg.Batch.Window,
-		}, batch.Limits{MaxSamples: cfg.Forward.MaxSamples, MaxBytes: cfg.Forward.MaxBytes}, reg, log.With("component", "supernode"))
+			Limits:      cfg.Limits.Decode(),
+			Instance:    epoch,
+			ForgetAfter: cfg.Tree.ForgetAfter,
+		}, n.Members, batch.Limits{MaxSamples: cfg.Forward.MaxSamples, MaxBytes: cfg.Forward.MaxBytes}, reg, log.With("component", "supernode"))
 		fwd = n.Supernode
 	}
 
@@ -90,6 +83,8 @@ func New(cfg Config, epoch uint64, log *slog.Logger) (*Node, error) {
 			return nil, fmt.Errorf("scrape.machine: %w", err)
 		}
 	}
+	session := epoch
+	uplink := leaf.NewUplink(n.conns.Dummy(), cfg.Batch.MaxDictionary, func() uint64 { session++; return session })
 	n.Agent, err = leaf.NewAgent(leaf.AgentConfig{
 		Identity:               leaf.Identity{Node: cfg.Node.ID, DC: cfg.Node.DC},
 		ScrapeInterval:         cfg.Scrape.Interval,
@@ -106,42 +101,38 @@ func New(cfg Config, epoch uint64, log *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.Agent.SetStatus(func(info *canopyv1.NodeInfo) {
-		if n.Supernode != nil {
-			info.Address = n.treeAddr.Load().(string)
-		}
-	})
 	return n, nil
 }
 
-func (n *Node) self() *canopyv1.NodeInfo {
-	return &canopyv1.NodeInfo{
-		Id:       n.cfg.Node.ID,
-		Address:  n.treeAddr.Load().(string),
-		Dc:       n.cfg.Node.DC,
-		Role:     canopyv1.Role_ROLE_SUPERNODE,
-		Capacity: &canopyv1.Capacity{Cores: uint32(runtime.NumCPU())},
+// detectCapacity reads cores, memory and boot time from the machine; the
+// link bandwidth comes from configuration.
+func detectCapacity(cfg Config, now time.Time) tree.Capacity {
+	c := tree.Capacity{Cores: runtime.NumCPU(), LinkBandwidthBps: uint64(cfg.Tree.LinkBandwidthMbps) * 1e6, Boot: now}
+	if fs, err := procfs.NewFS(cfg.Scrape.ProcPath); err == nil {
+		if mi, err := fs.Meminfo(); err == nil && mi.MemTotalBytes != nil {
+			c.MemoryBytes = *mi.MemTotalBytes
+		}
+		if st, err := fs.Stat(); err == nil && st.BootTime > 0 {
+			c.Boot = time.Unix(int64(st.BootTime), 0)
+		}
 	}
+	return c
 }
 
 // Registry holds the node's own metrics, served on /metrics.
 func (n *Node) Registry() *prometheus.Registry { return n.reg }
 
-// Run serves the local API on apiLis and, for a supernode, TreeService on
-// treeLis, and runs the agent until ctx ends. Then it stops accepting
-// children, sends a last heartbeat with what is sealed, and closes.
+// Run serves the local API on apiLis and TreeService on treeLis (nil on a
+// leaf-only node), and drives the tree until ctx ends. Then a node with
+// children hands them a candidate list and waits a window for them to
+// hear it, tells its parent it leaves, and sends what it has sealed.
 func (n *Node) Run(ctx context.Context, apiLis, treeLis net.Listener) error {
 	errc := make(chan error, 2)
 	var srv *grpc.Server
-	if n.Supernode != nil {
-		if treeLis == nil {
-			return errors.New("supernode role needs a tree listener")
-		}
-		n.treeAddr.Store(treeLis.Addr().String())
+	if n.Supernode != nil && treeLis != nil {
 		srv = grpc.NewServer(n.Supernode.ServerOptions(n.cfg.Limits.MaxMessageBytes)...)
 		n.Supernode.Register(srv)
 		go func() { errc <- srv.Serve(treeLis) }()
-		go ticker.Every(ctx, n.cfg.Batch.Window, n.Supernode.Sweep)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/api/", n.Agent.APIHandler())
@@ -151,29 +142,118 @@ func (n *Node) Run(ctx context.Context, apiLis, treeLis net.Listener) error {
 	if apiLis != nil {
 		go func() { errc <- hs.Serve(apiLis) }()
 	}
+	scrapeCtx, stopScraping := context.WithCancel(context.Background())
+	go n.Agent.Run(scrapeCtx)
 
-	agentDone := make(chan error, 1)
-	go func() { agentDone <- n.Agent.Run(ctx) }()
+	// The driver: the tree core decides when to probe, join and send a
+	// heartbeat; requests go out on their own goroutines and come back
+	// through Deliver.
+	tick := time.NewTicker(tickEvery(n.cfg.Batch.Window))
 	var err error
-	select {
-	case err = <-errc:
-	case err = <-agentDone:
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case err = <-errc:
+			done = true
+		case <-tick.C:
+			n.step(n.Members.Tick())
+		}
 	}
+	tick.Stop()
 	n.log.Info("node shutting down", "node", n.cfg.Node.ID)
+	n.leave()
+	stopScraping()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = hs.Shutdown(shutdownCtx)
 	if srv != nil {
 		srv.Stop()
 	}
-	// Flush what was collected since the last window; under at-least-once
-	// anything unacknowledged is gone with the process, so try once.
-	if ferr := n.Agent.Heartbeat(shutdownCtx); ferr != nil {
-		n.log.Warn("final heartbeat failed", "err", ferr)
-	}
-	n.conn.Close()
+	n.wg.Wait()
+	n.conns.Close()
 	if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) {
 		return err
 	}
 	return nil
+}
+
+func tickEvery(window time.Duration) time.Duration {
+	return max(10*time.Millisecond, min(100*time.Millisecond, window/20))
+}
+
+// leave departs gracefully: children get a rejoin offer with their next
+// heartbeat (they send one every window), the parent is told, and the last
+// window goes out.
+func (n *Node) leave() {
+	if top := n.Members.Topology(); len(top) > 0 {
+		n.Members.Leave()
+		deadline := time.Now().Add(n.cfg.Batch.Window + n.cfg.Batch.Window/2)
+		for time.Now().Before(deadline) {
+			time.Sleep(tickEvery(n.cfg.Batch.Window))
+			n.step(n.Members.Tick())
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.Tree.RequestTimeout)
+	defer cancel()
+	if p := n.Members.Parent(); p != nil {
+		status := &canopyv1.HeartbeatRequest{Node: n.Members.Info()}
+		if _, err := n.Agent.Heartbeat(ctx, status); err != nil {
+			n.log.Warn("final heartbeat failed", "err", err)
+		}
+	}
+	for _, env := range n.Members.Depart() {
+		if _, err := n.conns.Call(ctx, env.To, env.Msg); err != nil {
+			n.log.Debug("leave", "err", err)
+		}
+	}
+}
+
+// step acts on what the core decided.
+func (n *Node) step(envs []tree.Envelope, events []tree.Event) {
+	for _, ev := range events {
+		switch ev.Kind {
+		case tree.RoleChanged:
+			n.log.Info("role changed", "role", ev.Role.String())
+			if err := n.state.saveRole(ev.Role); err != nil {
+				n.log.Error("cannot persist role", "err", err)
+			}
+		case tree.ParentChanged:
+			if ev.Addr == "" {
+				n.log.Warn("detached from parent; looking for a new one")
+				continue
+			}
+			n.log.Info("joined parent", "parent", ev.ID, "addr", ev.Addr)
+			n.Agent.SetParent(n.conns.Get(ev.Addr))
+		}
+	}
+	for _, env := range envs {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.send(env)
+		}()
+	}
+}
+
+func (n *Node) send(env tree.Envelope) {
+	ctx, cancel := context.WithTimeout(context.Background(), max(n.cfg.Batch.Window, n.cfg.Tree.RequestTimeout))
+	defer cancel()
+	hb, isHeartbeat := env.Msg.(*canopyv1.HeartbeatRequest)
+	if isHeartbeat && env.To == "" {
+		// No parent: the window is sealed and waits in the buffer.
+		_, _ = n.Agent.Heartbeat(ctx, nil)
+		return
+	}
+	var resp any
+	var err error
+	if isHeartbeat {
+		resp, err = n.Agent.Heartbeat(ctx, hb)
+	} else {
+		resp, err = n.conns.Call(ctx, env.To, env.Msg)
+	}
+	if err != nil {
+		n.log.Debug("tree request failed", "to", env.To, "msg", fmt.Sprintf("%T", env.Msg), "err", err)
+	}
+	n.step(n.Members.Deliver(env, treegrpc.Message(resp), treegrpc.Error(err)))
 }
