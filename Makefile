@@ -2,6 +2,7 @@
 #
 #   make run          a local tree on loopback (root + supernode + leaves), embedded TSDB
 #   make test         unit and end-to-end tests (race detector on)
+#   make sim          the tree simulation with 100,000 nodes
 #   make integration  installs and starts real services (root only), runs the integration suite
 #   make proto        regenerates protobuf, gRPC, gateway and OpenAPI code offline
 #   make check        proto freshness, buf lint, gofmt, go vet
@@ -10,7 +11,7 @@ GO      ?= go
 BIN     := bin
 PLUGINS := $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-grpc-gateway $(BIN)/protoc-gen-openapiv2
 
-.PHONY: all build run test bench integration proto proto-check lint check clean
+.PHONY: all build run test bench sim integration proto proto-check lint check clean
 
 all: build
 
@@ -25,6 +26,11 @@ test:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./batch/ ./root/ ./leaf/
+
+# The tree simulation at full size (100,000 nodes; `make test` runs a
+# smaller one under the race detector).
+sim:
+	$(GO) test -count=1 -run 'TestSimulation$$' -v -timeout 60m ./tree/
 
 integration: build
 	./scripts/integration.sh

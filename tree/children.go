@@ -1,7 +1,6 @@
 package tree
 
 import (
-	"fmt"
 	"slices"
 	"sort"
 	"time"
@@ -204,15 +203,16 @@ func (n *Node) Join(now time.Time, req *canopyv1.JoinRequest) *canopyv1.JoinResp
 	// A joiner that found no room is trusted over our children's room
 	// counts, which lag a window per level: electing here, as high up as the
 	// joiner's top-down search reached, at worst widens the tree early.
+	// An answer without candidates tells the joiner that room is being made
+	// here, so it does not go on to ask (and grow) deeper levels.
 	if len(resp.Candidates) == 0 || req.AllFull {
 		switch {
 		case req.Node.Role == canopyv1.Role_ROLE_SUPERNODE:
 			// Make room for a supernode by moving a leaf under it.
-			n.shedFor(req.Node)
-		case req.AllFull:
-			if n.Level() >= 2 {
-				debugHook(fmt.Sprintf("deep election at %s level %d by %s", n.cfg.ID, n.Level(), id))
+			if n.shedFor(req.Node) {
+				resp.Candidates = nil
 			}
+		case req.AllFull:
 			// The neighbourhood, joiner included, elects its most capable
 			// eligible member.
 			if best := n.candidateForElection(); n.eligible(req.Node) && better(req.Node, best) {
@@ -220,9 +220,10 @@ func (n *Node) Join(now time.Time, req *canopyv1.JoinRequest) *canopyv1.JoinResp
 				sn.Role = canopyv1.Role_ROLE_SUPERNODE
 				if n.shedFor(sn) {
 					resp.Control = &canopyv1.Control{Promote: true}
+					resp.Candidates = nil
 				}
-			} else {
-				n.elect()
+			} else if n.elect() {
+				resp.Candidates = nil
 			}
 		}
 	}
@@ -278,13 +279,18 @@ func better(a, b *canopyv1.NodeInfo) bool {
 
 // elect promotes the most capable eligible leaf child, unless an election
 // is already under way; the child learns it in its next heartbeat reply.
-func (n *Node) elect() {
+// It reports whether an election is under way now.
+func (n *Node) elect() bool {
+	if n.electing != "" {
+		return true
+	}
 	best := n.candidateForElection()
-	if n.electing != "" || best == nil {
-		return
+	if best == nil {
+		return false
 	}
 	n.children[best.Id].control = &canopyv1.Control{Promote: true}
 	n.electing, n.electedAt = best.Id, n.now
+	return true
 }
 
 // shedFor moves one leaf towards a supernode that wants a slot here and

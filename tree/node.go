@@ -48,10 +48,10 @@ var ErrNotChild = errors.New("not a child of this node: join first")
 type phase int
 
 const (
-	detached  phase = iota // waiting to (re)start discovery
-	discover               // CandidatesRequest in flight
-	probing                // pings in flight
-	joining                // JoinRequest in flight
+	detached phase = iota // waiting to (re)start discovery
+	discover              // CandidatesRequest in flight
+	probing               // pings in flight
+	joining               // JoinRequest in flight
 	attached
 )
 
@@ -108,8 +108,8 @@ type Node struct {
 	// until reservedUntil.
 	reservedAt    *canopyv1.NodeInfo
 	reservedUntil time.Time
-	prevParent string
-	leaving    bool
+	prevParent    string
+	leaving       bool
 
 	// parent side
 	children  map[string]*child
@@ -164,9 +164,6 @@ func NewNode(cfg Config, now time.Time) (*Node, error) {
 	n.bo.Reset()
 	return n, nil
 }
-
-// debugHook observes protocol events in tests.
-var debugHook = func(string) {}
 
 // Now implements backoff.Clock with the node's own notion of time.
 func (n *Node) Now() time.Time { return n.now }
@@ -331,7 +328,6 @@ func (n *Node) heartbeatRequest() *canopyv1.HeartbeatRequest {
 // parentFailed gives up on the parent: it is excluded for a while and
 // selection starts again. A supernode moves with its children.
 func (n *Node) parentFailed() {
-	debugHook(fmt.Sprintf("parentFailed role=%v level=%d", n.role, n.Level()))
 	if n.parent != nil && !n.cfg.Static { // a static node has nowhere else to go
 		n.excluded[n.parent.Address] = n.now.Add(n.cfg.ForgetAfter)
 	}
@@ -359,6 +355,11 @@ func (n *Node) startDiscovery() {
 			n.join(c, false)
 			return
 		}
+	}
+	if n.reservedAt != nil && len(n.children) == 0 && !n.cfg.Pinned {
+		// Elected but the slot never came: no point being a childless
+		// supernode somewhere else.
+		n.setRole(canopyv1.Role_ROLE_LEAF)
 	}
 	n.reservedAt = nil
 	if len(n.offered) > 0 {
@@ -682,9 +683,6 @@ func (n *Node) onJoin(to string, resp proto.Message, err error) {
 	}
 	n.reservedAt = nil
 	old := n.parent
-	if old != nil || n.role == canopyv1.Role_ROLE_SUPERNODE {
-		debugHook(fmt.Sprintf("join role=%v newlevel=%d had=%v", n.role, r.Parent.Level+1, old != nil))
-	}
 	n.parent, n.path = dialled(r.Parent, to), r.Path
 	n.parentRTT = c.rtt()
 	if n.cfg.Static {
@@ -710,7 +708,6 @@ func (n *Node) onHeartbeat(to string, resp proto.Message, err error) {
 		return
 	}
 	if errors.Is(err, ErrNotChild) {
-		debugHook(fmt.Sprintf("notchild role=%v level=%d", n.role, n.Level()))
 		// The parent forgot us (restarted, or declared us dead): join again.
 		n.detach()
 		n.retryAt = n.now
@@ -738,12 +735,10 @@ func (n *Node) control(c *canopyv1.Control) {
 		return
 	}
 	if c.Promote && n.role == canopyv1.Role_ROLE_LEAF && !n.cfg.LeafOnly && n.cfg.Address != "" {
-		debugHook(fmt.Sprintf("promoted level=%d attached=%v", n.Level(), n.phase == attached))
 		n.setRole(canopyv1.Role_ROLE_SUPERNODE)
 		n.stats.Promoted++
 	}
 	if c.Rejoin != nil {
-		debugHook(fmt.Sprintf("rejoin role=%v level=%d", n.role, n.Level()))
 		n.offered = c.Rejoin.Candidates
 		// Stay attached while we look: the old parent keeps our data
 		// flowing until the new one accepts us.

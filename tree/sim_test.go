@@ -109,6 +109,12 @@ func TestSimulation(t *testing.T) {
 	t.Logf("requests sent: %d (%.1f per node), messages carried: %d (%.1f per node)",
 		msgs, float64(msgs)/float64(n), net.Delivered, float64(net.Delivered)/float64(n))
 	if !ok {
+		for _, node := range net.Nodes() {
+			if node.role == canopyv1.Role_ROLE_SUPERNODE && node.Level() >= 3 {
+				st := node.Stats()
+				t.Logf("deep supernode %s level %d: children %d, joins %d, reparents %d, promoted %d, parent %s", node.cfg.ID, node.Level(), node.liveChildren(), st.Joins, st.Reparents, st.Promoted, node.Parent().GetId())
+			}
+		}
 		t.Fatalf("did not converge: %+v", s)
 	}
 	if s.over > 0 {

@@ -173,8 +173,8 @@ func writeTree(out io.Writer, t *canopyv1.TopologyResponse) error {
 		children[n.ParentId] = append(children[n.ParentId], n)
 	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tROLE\tLEVEL\tCHILDREN\tSUBTREE\tSTATE\tLAST HEARTBEAT")
-	fmt.Fprintf(tw, "%s\troot\t0\t%d/%s\t%d\t-\t-\n", t.Root.Id, t.Root.ChildCount, limit(t.Root.ChildLimit), t.Root.SubtreeSize)
+	fmt.Fprintln(tw, "NODE\tROLE\tLEVEL\tCHILDREN\tSUBTREE\tCAPACITY\tRTT\tSTATE\tLAST HEARTBEAT")
+	fmt.Fprintf(tw, "%s\troot\t0\t%d/%s\t%d\t%.1f\t-\t-\t-\n", t.Root.Id, t.Root.ChildCount, limit(t.Root.ChildLimit), t.Root.SubtreeSize, t.Root.GetCapacity().GetScore())
 	var walk func(parent string, depth int)
 	walk = func(parent string, depth int) {
 		kids := children[parent]
@@ -190,8 +190,15 @@ func writeTree(out io.Writer, t *canopyv1.TopologyResponse) error {
 			if n.Node.Role != canopyv1.Role_ROLE_LEAF {
 				kids = fmt.Sprintf("%d/%s", n.Node.ChildCount, limit(n.Node.ChildLimit))
 			}
-			fmt.Fprintf(tw, "%s%s\t%s\t%d\t%s\t%d\t%s\t%s\n", strings.Repeat("  ", depth), n.Node.Id, role, depth,
-				kids, max(n.Node.SubtreeSize, 1), state, last)
+			rtt := "-"
+			if n.RttMicros > 0 {
+				rtt = (time.Duration(n.RttMicros) * time.Microsecond).String()
+			}
+			if state != "healthy" {
+				state = strings.ToUpper(state) // suspect and dead stand out
+			}
+			fmt.Fprintf(tw, "%s%s\t%s\t%d\t%s\t%d\t%.1f\t%s\t%s\t%s\n", strings.Repeat("  ", depth), n.Node.Id, role, depth,
+				kids, max(n.Node.SubtreeSize, 1), n.Node.GetCapacity().GetScore(), rtt, state, last)
 			walk(n.Node.Id, depth+1)
 		}
 	}
