@@ -305,7 +305,7 @@ func (n *Node) shedFor(sn *canopyv1.NodeInfo) bool {
 		return false
 	}
 	victim.shedFor = sn.Id
-	n.reserved[sn.Id] = n.now.Add(time.Duration(n.cfg.DeadWindows) * n.cfg.Window)
+	n.reserved[sn.Id] = n.now.Add(reservation(n.cfg))
 	return true
 }
 

@@ -548,6 +548,12 @@ func (n *Node) treeHasRoom() bool {
 	return true
 }
 
+// reservation is how long a parent holds a slot for a node it elected: long
+// enough for a shed leaf to hear its rejoin (one heartbeat) and move.
+func reservation(cfg Config) time.Duration {
+	return time.Duration(cfg.DeadWindows+2) * cfg.Window
+}
+
 // dialled is info with the address we reached it at: what a node says its
 // address is may not be what its children can dial.
 func dialled(info *canopyv1.NodeInfo, addr string) *canopyv1.NodeInfo {
@@ -652,7 +658,7 @@ func (n *Node) onJoin(to string, resp proto.Message, err error) {
 			// freeing.
 			n.control(r.Control)
 			n.reservedAt = c.info
-			n.reservedUntil = n.now.Add(time.Duration(n.cfg.DeadWindows) * n.cfg.Window)
+			n.reservedUntil = n.now.Add(reservation(n.cfg))
 			n.phase = detached
 			n.retryAt = n.now.Add(n.cfg.Window / 4)
 			return
@@ -661,7 +667,10 @@ func (n *Node) onJoin(to string, resp proto.Message, err error) {
 			c.info = r.Parent
 		}
 		if n.reservedAt != nil && n.reservedAt.Address == to {
-			n.retry() // the slot is not free yet
+			// The slot is not free yet (the shed leaf is still moving):
+			// come back soon, not after a growing backoff.
+			n.phase = detached
+			n.retryAt = n.now.Add(n.jittered(n.cfg.Window / 2))
 			return
 		}
 		if c.asked && len(r.Candidates) == 0 {
