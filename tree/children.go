@@ -405,6 +405,9 @@ func (n *Node) subtreeReport() []*canopyv1.ChildStatus {
 		if all || c.isSupernode() {
 			out = append(out, n.status(c))
 		}
+		if !c.live() {
+			continue // what a dead supernode last said of its children is stale: they have moved on
+		}
 		for _, s := range c.subtree {
 			if all || s.Node.GetRole() == canopyv1.Role_ROLE_SUPERNODE {
 				out = append(out, s)
@@ -431,12 +434,31 @@ func (n *Node) status(c *child) *canopyv1.ChildStatus {
 }
 
 // Topology is every node this node knows below it, each with its parent.
+// A node that moved may be reported by its old and its new parent for a
+// window; the fresher report wins. A dead supernode's last report is left
+// out: its children have moved on or will show up again when they do.
 func (n *Node) Topology() []*canopyv1.ChildStatus {
 	var out []*canopyv1.ChildStatus
+	at := map[string]int{}
+	add := func(s *canopyv1.ChildStatus) {
+		id := s.Node.GetId()
+		if i, ok := at[id]; ok {
+			if s.LastHeartbeatUnixMs > out[i].LastHeartbeatUnixMs {
+				out[i] = s
+			}
+			return
+		}
+		at[id] = len(out)
+		out = append(out, s)
+	}
 	for _, id := range n.childIDs() {
 		c := n.children[id]
-		out = append(out, n.status(c))
-		out = append(out, c.subtree...)
+		add(n.status(c))
+		if c.live() {
+			for _, s := range c.subtree {
+				add(s)
+			}
+		}
 	}
 	return out
 }

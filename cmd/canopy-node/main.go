@@ -53,10 +53,6 @@ func run(args []string) error {
 	}
 	log, _ := cfg.Log.Logger()
 
-	n, err := node.New(cfg, 0, log)
-	if err != nil {
-		return err
-	}
 	apiLis, err := net.Listen("tcp", cfg.Node.Listen)
 	if err != nil {
 		return fmt.Errorf("node.listen: %w", err)
@@ -66,6 +62,13 @@ func run(args []string) error {
 		if treeLis, err = net.Listen("tcp", cfg.Node.TreeListen); err != nil {
 			return fmt.Errorf("node.tree_listen: %w", err)
 		}
+		if cfg.Node.Advertise == "" {
+			cfg.Node.Advertise = treeLis.Addr().String() // resolves a :0 port
+		}
+	}
+	n, err := node.New(cfg, 0, log)
+	if err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

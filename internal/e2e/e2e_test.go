@@ -81,6 +81,7 @@ func TestTreeDeliversEverySample(t *testing.T) {
 		l.stop()
 	}
 	sn.kill() // nothing more arrives at the root while we audit
+	settled(t, r)
 
 	var checked int
 	for _, l := range leaves {
@@ -133,6 +134,18 @@ func TestTreeDeliversEverySample(t *testing.T) {
 	if dups := metricValue(t, r.Root, "canopy_root_duplicate_batches_total"); dups == 0 {
 		t.Log("no retransmit reached the root as a duplicate (the supernode died with nothing forwarded)")
 	}
+}
+
+// settled waits until the root has appended nothing for three windows.
+func settled(t *testing.T, r *rootRun) {
+	t.Helper()
+	last, since := -1.0, time.Now()
+	eventually(t, 10*time.Second, "ingest to settle", func() bool {
+		if v := metricValue(t, r.Root, "canopy_root_samples_appended_total"); v != last {
+			last, since = v, time.Now()
+		}
+		return time.Since(since) > 3*window
+	})
 }
 
 // checkREST fetches the node's whole range through the REST gateway and

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -21,20 +22,19 @@ import (
 
 // nodeProcess is a canopy-node process that knows only the root.
 type nodeProcess struct {
-	t        *testing.T
-	id       string
-	cmd      *exec.Cmd
-	env      []string
-	treeAddr string
+	t   *testing.T
+	id  string
+	cmd *exec.Cmd
+	env []string
 }
 
 const selforgWindow = 500 * time.Millisecond
 
 func startNodeProcess(t *testing.T, id, root, stateDir string) *nodeProcess {
-	p := &nodeProcess{t: t, id: id, treeAddr: freeAddr(t)}
+	p := &nodeProcess{t: t, id: id}
 	p.env = append(os.Environ(),
 		"CANOPY_NODE_ID="+id, "CANOPY_NODE_DC=dc"+id[len(id)-1:], "CANOPY_NODE_ROOTS="+root,
-		"CANOPY_NODE_LISTEN=127.0.0.1:0", "CANOPY_NODE_TREE_LISTEN="+p.treeAddr, "CANOPY_NODE_STATE_DIR="+stateDir,
+		"CANOPY_NODE_LISTEN=127.0.0.1:0", "CANOPY_NODE_TREE_LISTEN=127.0.0.1:0", "CANOPY_NODE_STATE_DIR="+stateDir,
 		"CANOPY_TREE_CHILD_LIMIT=4", "CANOPY_TREE_PROMOTE_MIN_UPTIME=0s", "CANOPY_TREE_PROMOTE_MIN_CAPACITY=0",
 		"CANOPY_TREE_BACKOFF_INITIAL=250ms", "CANOPY_TREE_BACKOFF_MAX=2s", "CANOPY_TREE_REQUEST_TIMEOUT=500ms",
 		"CANOPY_TREE_FORGET_AFTER=20s",
@@ -106,8 +106,17 @@ func TestSelfOrganisingTree(t *testing.T) {
 	}
 	procs[victim].signal(syscall.SIGKILL)
 	killed := time.Now()
+	lastLog := time.Now()
 	eventually(t, 60*time.Second, "the orphans re-attached and their data flowing", func() bool {
 		top = r.Topology()
+		if os.Getenv("CANOPY_DEBUG_HEAL") != "" && time.Since(lastLog) > time.Second {
+			lastLog = time.Now()
+			for _, k := range kids {
+				if n := find(top, k); n != nil {
+					t.Logf("%s +%s: %s under %s %v seq %g (was %g)", k, time.Since(killed).Round(time.Second), n.Node.Role, n.ParentId, n.State, lastSeq(t, r, k), before[k])
+				}
+			}
+		}
 		for _, k := range kids {
 			n := find(top, k)
 			if n == nil || n.ParentId == victim || n.State != canopyv1.ChildState_CHILD_STATE_HEALTHY || lastSeq(t, r, k) <= before[k]+2 {
@@ -169,7 +178,9 @@ func checkLimits(t *testing.T, top *canopyv1.TopologyResponse, rootLimit, limit 
 	t.Helper()
 	count := map[string]int{}
 	for _, n := range top.Nodes {
-		count[n.ParentId]++
+		if n.State != canopyv1.ChildState_CHILD_STATE_DEAD { // dead slots are free
+			count[n.ParentId]++
+		}
 	}
 	for p, c := range count {
 		max := limit
@@ -200,7 +211,7 @@ func pickSupernode(top *canopyv1.TopologyResponse) (string, []string) {
 	}
 	var kids []string
 	for _, n := range top.Nodes {
-		if n.ParentId == best {
+		if n.ParentId == best && n.State == canopyv1.ChildState_CHILD_STATE_HEALTHY && !slices.Contains(kids, n.Node.Id) {
 			kids = append(kids, n.Node.Id)
 		}
 	}
