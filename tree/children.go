@@ -85,10 +85,9 @@ func (n *Node) tickChildren() {
 			c.shedding = false // it found nowhere better; it may be shed again later
 		}
 	}
-	if n.electing != "" {
-		c, ok := n.children[n.electing]
-		if !ok || !c.live() || n.now.Sub(n.electedAt) > dead {
-			n.electing = "" // the elected child died or never took the role
+	for id, at := range n.electing {
+		if c, ok := n.children[id]; !ok || !c.live() || n.now.Sub(at) > dead {
+			delete(n.electing, id) // the elected child died or never took the role
 		}
 	}
 }
@@ -261,7 +260,7 @@ func (n *Node) reservations(id string) int {
 func (n *Node) candidateForElection() *canopyv1.NodeInfo {
 	var best *canopyv1.NodeInfo
 	for _, c := range n.children {
-		if c.live() && !c.isSupernode() && !c.shedding && n.eligible(c.info) && better(c.info, best) {
+		if _, elected := n.electing[c.info.Id]; !elected && c.live() && !c.isSupernode() && !c.shedding && n.eligible(c.info) && better(c.info, best) {
 			best = c.info
 		}
 	}
@@ -277,19 +276,25 @@ func better(a, b *canopyv1.NodeInfo) bool {
 	return sa > sb || (sa == sb && a.Id < b.Id)
 }
 
-// elect promotes the most capable eligible leaf child, unless an election
-// is already under way; the child learns it in its next heartbeat reply.
-// It reports whether an election is under way now.
+// maxElections bounds the promotions one parent has under way: enough for
+// a burst of joiners not to wait for one promotion after another (each
+// takes two heartbeats), few enough not to promote a whole neighbourhood
+// on stale counts.
+const maxElections = 8
+
+// elect promotes the most capable eligible leaf child not already elected;
+// the child learns it in its next heartbeat reply. It reports whether an
+// election is under way now.
 func (n *Node) elect() bool {
-	if n.electing != "" {
+	if len(n.electing) >= maxElections {
 		return true
 	}
 	best := n.candidateForElection()
 	if best == nil {
-		return false
+		return len(n.electing) > 0
 	}
 	n.children[best.Id].control = &canopyv1.Control{Promote: true}
-	n.electing, n.electedAt = best.Id, n.now
+	n.electing[best.Id] = n.now
 	return true
 }
 
@@ -322,7 +327,7 @@ func (n *Node) shed(k int, offer ...*canopyv1.NodeInfo) (last *child) {
 	}
 	var leaves []*child
 	for _, c := range n.children {
-		if c.live() && !c.isSupernode() && !c.shedding && c.info.Id != n.electing {
+		if _, elected := n.electing[c.info.Id]; !elected && c.live() && !c.isSupernode() && !c.shedding {
 			leaves = append(leaves, c)
 		}
 	}
@@ -357,13 +362,14 @@ func (n *Node) ChildHeartbeat(now time.Time, req *canopyv1.HeartbeatRequest) (*c
 		delete(n.children, id)
 		return nil, ErrNotChild
 	}
-	promotedNow := n.electing == id && req.Node.Role == canopyv1.Role_ROLE_SUPERNODE
+	_, elected := n.electing[id]
+	promotedNow := elected && req.Node.Role == canopyv1.Role_ROLE_SUPERNODE
 	c.info, c.lastSeen, c.subtree = req.Node, now, req.Children
 	c.state = canopyv1.ChildState_CHILD_STATE_HEALTHY
 	resp := &canopyv1.HeartbeatResponse{Parent: n.Info(), Path: n.pathDown(), Control: c.control}
 	c.control = nil
 	if promotedNow {
-		n.electing = ""
+		delete(n.electing, id)
 		if n.cfg.ShedFraction > 0 {
 			leaves := 0
 			for _, o := range n.children {
@@ -385,9 +391,7 @@ func (n *Node) ChildLeave(now time.Time, req *canopyv1.LeaveRequest) bool {
 		return false
 	}
 	delete(n.children, req.NodeId)
-	if n.electing == req.NodeId {
-		n.electing = ""
-	}
+	delete(n.electing, req.NodeId)
 	return true
 }
 

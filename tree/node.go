@@ -114,8 +114,7 @@ type Node struct {
 	// parent side
 	children  map[string]*child
 	reserved  map[string]time.Time // supernode id → slot held for it until
-	electing  string
-	electedAt time.Time
+	electing  map[string]time.Time // children told to promote, and when
 	idleSince time.Time
 
 	out    []Envelope
@@ -145,6 +144,7 @@ func NewNode(cfg Config, now time.Time) (*Node, error) {
 		pool:      map[string]*candidate{},
 		children:  map[string]*child{},
 		reserved:  map[string]time.Time{},
+		electing:  map[string]time.Time{},
 		idleSince: now,
 	}
 	if n.rnd == nil {

@@ -95,6 +95,9 @@ func TestSimulation(t *testing.T) {
 			return false
 		}
 		s := shape(net)
+		if el := net.Now().Sub(start); el%(30*time.Second) < tick {
+			t.Logf("t=%s: supernodes by level %v, leaves %d, detached %d, deepest %d", el, s.levels, s.leaves, s.detached, s.deepest)
+		}
 		return s.detached == 0 && s.orphans == 0 && s.levels[1] == 10 && s.deepest <= 3
 	}
 	ok := net.RunUntil(30*time.Minute, tick, converged)
