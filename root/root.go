@@ -45,12 +45,12 @@ type Options struct {
 	MissedWindows int
 	DeadWindows   int
 	// MaxCandidates bounds the candidate list a joining node gets.
-	MaxCandidates int
-	Window        time.Duration
-	MaxMessageBytes  int
-	Limits           batch.DecodeLimits
-	Ingest           IngestConfig
-	Reader           reader.Config
+	MaxCandidates   int
+	Window          time.Duration
+	MaxMessageBytes int
+	Limits          batch.DecodeLimits
+	Ingest          IngestConfig
+	Reader          reader.Config
 	// ForgetAfter is the soft-state timeout for silent children and for
 	// the dedup ledger of origins that stopped sending.
 	ForgetAfter time.Duration
