@@ -1,6 +1,7 @@
 package tree
 
 import (
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -421,14 +422,7 @@ func (n *Node) subtreeReport() []*canopyv1.ChildStatus {
 	return out
 }
 
-func (n *Node) childIDs() []string {
-	ids := make([]string, 0, len(n.children))
-	for id := range n.children {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
-}
+func (n *Node) childIDs() []string { return slices.Sorted(maps.Keys(n.children)) }
 
 func (n *Node) status(c *child) *canopyv1.ChildStatus {
 	return &canopyv1.ChildStatus{

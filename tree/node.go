@@ -3,6 +3,7 @@ package tree
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -433,14 +434,7 @@ func (n *Node) startProbing() {
 	}
 }
 
-func (n *Node) sortedPool() []string {
-	addrs := make([]string, 0, len(n.pool))
-	for a := range n.pool {
-		addrs = append(addrs, a)
-	}
-	slices.Sort(addrs)
-	return addrs
-}
+func (n *Node) sortedPool() []string { return slices.Sorted(maps.Keys(n.pool)) }
 
 func (n *Node) phaseTimeout() {
 	switch n.phase {

@@ -122,6 +122,7 @@ type Forward struct {
 // Default is the configuration a node runs with when nothing is set.
 func Default() Config {
 	host, _ := os.Hostname()
+	td := tree.DefaultConfig(host) // the protocol's defaults live there
 	return Config{
 		Node: Identity{
 			ID:     host,
@@ -132,18 +133,18 @@ func Default() Config {
 		},
 		Tree: Tree{
 			LinkBandwidthMbps:  100,
-			MissedWindows:      2,
-			DeadWindows:        3,
-			ForgetAfter:        10 * time.Minute,
-			Probes:             3,
-			RequestTimeout:     2 * time.Second,
-			MaxCandidates:      16,
-			PromoteMinUptime:   10 * time.Minute,
-			PromoteMinCapacity: 2,
-			DemoteAfter:        30 * time.Minute,
-			ShedFraction:       0.5,
-			BackoffInitial:     time.Second,
-			BackoffMax:         30 * time.Second,
+			MissedWindows:      td.MissedWindows,
+			DeadWindows:        td.DeadWindows,
+			ForgetAfter:        td.ForgetAfter,
+			Probes:             td.Probes,
+			RequestTimeout:     td.RequestTimeout,
+			MaxCandidates:      td.MaxCandidates,
+			PromoteMinUptime:   td.MinUptime,
+			PromoteMinCapacity: td.MinCapacity,
+			DemoteAfter:        td.DemoteAfter,
+			ShedFraction:       td.ShedFraction,
+			BackoffInitial:     td.BackoffInitial,
+			BackoffMax:         td.BackoffMax,
 		},
 		Scrape: Scrape{
 			Interval: 2 * time.Second, // cantal's precision: a scan every 2 s
