@@ -174,7 +174,7 @@ func writeTree(out io.Writer, t *canopyv1.TopologyResponse) error {
 	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tROLE\tLEVEL\tCHILDREN\tSUBTREE\tCAPACITY\tRTT\tSTATE\tLAST HEARTBEAT")
-	fmt.Fprintf(tw, "%s\troot\t0\t%d/%s\t%d\t%.1f\t-\t-\t-\n", t.Root.Id, t.Root.ChildCount, limit(t.Root.ChildLimit), t.Root.SubtreeSize, t.Root.GetCapacity().GetScore())
+	fmt.Fprintf(tw, "%s\troot\t0\t%d/%s\t%d\t-\t-\t-\t-\n", t.Root.Id, t.Root.ChildCount, limit(t.Root.ChildLimit), t.Root.SubtreeSize)
 	var walk func(parent string, depth int)
 	walk = func(parent string, depth int) {
 		kids := children[parent]
@@ -207,7 +207,7 @@ func writeTree(out io.Writer, t *canopyv1.TopologyResponse) error {
 }
 
 func limit(n uint32) string {
-	if n == 0 {
+	if n == 0 || n >= 1<<31-1 { // the root without a configured limit
 		return "∞"
 	}
 	return fmt.Sprint(n)
