@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/canopytree/canopy/batch"
+	"github.com/canopytree/canopy/filter"
 	"github.com/canopytree/canopy/internal/ticker"
 	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
 )
@@ -28,6 +29,8 @@ type AgentConfig struct {
 	Targets        []Target
 	// Machine collector; nil disables it.
 	Machine *MachineCollector
+	// Filter decides which samples of a window are sent; nil sends all.
+	Filter *filter.Filter
 	// Epoch is this incarnation's id; batch seqs restart with it.
 	Epoch           uint64
 	Delivery        batch.Delivery
@@ -317,6 +320,14 @@ func (a *Agent) Heartbeat(ctx context.Context, status *canopyv1.HeartbeatRequest
 	a.mu.Lock()
 	series := a.builder.Take()
 	a.mu.Unlock()
+	if a.cfg.Filter != nil {
+		series = a.cfg.Filter.Apply(now.UnixMilli(), series)
+		st := a.cfg.Filter.Stats()
+		a.metrics.filterIn.Set(float64(st.In))
+		a.metrics.filterOut.Set(float64(st.Out))
+		a.metrics.staleMarkers.Set(float64(st.Stale))
+	}
+	// The agent's own series are never filtered: batch_seq is the audit.
 	series = append(series, a.selfSeries(now, a.buffer.NextSeq())...)
 	id := a.buffer.Seal(series)
 	if a.observe != nil {

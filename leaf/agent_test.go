@@ -4,8 +4,11 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -13,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/canopytree/canopy/batch"
+	"github.com/canopytree/canopy/filter"
 	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
 )
 
@@ -155,4 +159,39 @@ func equal(a, b []uint64) bool {
 		}
 	}
 	return true
+}
+
+// TestAgentFiltersWindows: with a filter, a window carries only what
+// changed; the agent's own series (batch_seq, loss) always travel.
+func TestAgentFiltersWindows(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	a, err := NewAgent(AgentConfig{
+		Identity: Identity{Node: "n1", DC: "eu-1"}, ScrapeInterval: time.Second, ScrapeTimeout: time.Second,
+		Window: time.Second, Epoch: 1, Buffer: batch.Limits{MaxSamples: 1000},
+		Filter: filter.New(filter.Config{}), Now: func() time.Time { return now },
+	}, nil, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sealed []batch.Series
+	a.Observe(func(_ batch.ID, s []batch.Series) { sealed = s })
+	names := func() []string {
+		var out []string
+		for _, s := range sealed {
+			out = append(out, s.Labels.Get("__name__"))
+		}
+		return out
+	}
+	for i, v := range []float64{21, 21, 22} {
+		a.mu.Lock()
+		a.builder.Add(labels.FromStrings("__name__", "temp", "node", "n1"), canopyv1.MetricType_METRIC_TYPE_GAUGE, now.UnixMilli(), v)
+		a.mu.Unlock()
+		_, _ = a.Heartbeat(context.Background(), nil)
+		got := names()
+		hasTemp := slices.Contains(got, "temp")
+		if want := i != 1; hasTemp != want || !slices.Contains(got, "canopy_leaf_batch_seq") {
+			t.Fatalf("window %d (value %g): sealed %v", i, v, got)
+		}
+		now = now.Add(time.Second)
+	}
 }

@@ -19,6 +19,9 @@ type agentMetrics struct {
 	bufferSamples     prometheus.Gauge
 	bufferBytes       prometheus.Gauge
 	droppedSamples    prometheus.Gauge
+	filterIn          prometheus.Gauge
+	filterOut         prometheus.Gauge
+	staleMarkers      prometheus.Gauge
 }
 
 func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
@@ -33,10 +36,14 @@ func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
 		bufferSamples:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "canopy_leaf_buffer_samples", Help: "Samples retained until the root acknowledges them."}),
 		bufferBytes:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "canopy_leaf_buffer_bytes", Help: "Estimated bytes retained until the root acknowledges them."}),
 		droppedSamples:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "canopy_leaf_dropped_samples", Help: "Samples dropped on buffer overflow since start."}),
+		filterIn:          prometheus.NewGauge(prometheus.GaugeOpts{Name: "canopy_leaf_filter_input_samples", Help: "Samples collected and offered to the filter since start."}),
+		filterOut:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "canopy_leaf_filter_output_samples", Help: "Samples the filter let through since start."}),
+		staleMarkers:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "canopy_leaf_stale_markers", Help: "Staleness markers sent for series that disappeared, since start."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.targets, m.scrapes, m.scrapeFailures, m.heartbeats, m.heartbeatFailures,
-			m.rejectedBatches, m.bufferBatches, m.bufferSamples, m.bufferBytes, m.droppedSamples)
+			m.rejectedBatches, m.bufferBatches, m.bufferSamples, m.bufferBytes, m.droppedSamples,
+			m.filterIn, m.filterOut, m.staleMarkers)
 	}
 	return m
 }

@@ -2,11 +2,16 @@ package node
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
+
 	"github.com/canopytree/canopy/batch"
+	"github.com/canopytree/canopy/filter"
 	"github.com/canopytree/canopy/internal/config"
 	"github.com/canopytree/canopy/leaf"
 	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
@@ -19,6 +24,7 @@ type Config struct {
 	Node    Identity      `mapstructure:"node"`
 	Tree    Tree          `mapstructure:"tree"`
 	Scrape  Scrape        `mapstructure:"scrape"`
+	Filter  Filter        `mapstructure:"filter"`
 	Batch   Batch         `mapstructure:"batch"`
 	Limits  config.Limits `mapstructure:"limits"`
 	Forward Forward       `mapstructure:"forward"`
@@ -94,6 +100,56 @@ type Scrape struct {
 	Targets []leaf.Target `mapstructure:"targets"`
 }
 
+// Filter configures arithmetic filtering: by default only unchanged
+// values are held back; rules add dead-bands.
+type Filter struct {
+	// KeyframeWindows sends every value once every this many windows, so
+	// parents' caches heal (0: never).
+	KeyframeWindows int `mapstructure:"keyframe_windows"`
+	// StaleAfterWindows: a series absent this many windows gets a
+	// staleness marker.
+	StaleAfterWindows int          `mapstructure:"stale_after_windows"`
+	Rules             []FilterRule `mapstructure:"rules"`
+}
+
+// FilterRule sets a dead-band for the series it matches.
+type FilterRule struct {
+	// Metric is a regular expression on the metric name (empty: any).
+	Metric string `mapstructure:"metric"`
+	// Labels are regular expressions on label values.
+	Labels map[string]string `mapstructure:"labels"`
+	// Absolute or Relative change (0.01 = 1 %) needed to send a new value.
+	Absolute float64 `mapstructure:"absolute"`
+	Relative float64 `mapstructure:"relative"`
+}
+
+// filterConfig converts the section; errors name the key.
+func (f Filter) filterConfig() (filter.Config, error) {
+	cfg := filter.Config{KeyframeWindows: f.KeyframeWindows, StaleAfterWindows: f.StaleAfterWindows}
+	for i, r := range f.Rules {
+		rule := filter.Rule{Absolute: r.Absolute, Relative: r.Relative}
+		if r.Absolute < 0 || r.Relative < 0 {
+			return cfg, fmt.Errorf("filter.rules[%d]: absolute and relative must not be negative", i)
+		}
+		if r.Metric != "" {
+			m, err := labels.NewMatcher(labels.MatchRegexp, labels.MetricName, r.Metric)
+			if err != nil {
+				return cfg, fmt.Errorf("filter.rules[%d].metric: %w", i, err)
+			}
+			rule.Matchers = append(rule.Matchers, m)
+		}
+		for _, name := range slices.Sorted(maps.Keys(r.Labels)) {
+			m, err := labels.NewMatcher(labels.MatchRegexp, name, r.Labels[name])
+			if err != nil {
+				return cfg, fmt.Errorf("filter.rules[%d].labels.%s: %w", i, name, err)
+			}
+			rule.Matchers = append(rule.Matchers, m)
+		}
+		cfg.Rules = append(cfg.Rules, rule)
+	}
+	return cfg, nil
+}
+
 // Batch configures temporal batching and delivery.
 type Batch struct {
 	// Window is the heartbeat period: one batch per window.
@@ -123,6 +179,7 @@ type Forward struct {
 func Default() Config {
 	host, _ := os.Hostname()
 	td := tree.DefaultConfig(host) // the protocol's defaults live there
+	fd := filter.DefaultConfig()
 	return Config{
 		Node: Identity{
 			ID:     host,
@@ -162,6 +219,7 @@ func Default() Config {
 			MaxBatchesPerHeartbeat: 16,
 			MaxDictionary:          1_000_000,
 		},
+		Filter:  Filter{KeyframeWindows: fd.KeyframeWindows, StaleAfterWindows: fd.StaleAfterWindows},
 		Limits:  config.DefaultLimits(),
 		Forward: Forward{MaxSamples: 5_000_000, MaxBytes: 512 << 20},
 		Log:     config.DefaultLog(),
@@ -222,6 +280,15 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.Limits.Validate("limits"); err != nil {
+		return err
+	}
+	switch {
+	case c.Filter.KeyframeWindows < 0:
+		return fmt.Errorf("filter.keyframe_windows: must not be negative")
+	case c.Filter.StaleAfterWindows < 0:
+		return fmt.Errorf("filter.stale_after_windows: must not be negative")
+	}
+	if _, err := c.Filter.filterConfig(); err != nil {
 		return err
 	}
 	tc := c.treeConfig(tree.Capacity{})

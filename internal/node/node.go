@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/canopytree/canopy/batch"
+	"github.com/canopytree/canopy/filter"
 	"github.com/canopytree/canopy/internal/treegrpc"
 	"github.com/canopytree/canopy/leaf"
 	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
@@ -83,6 +84,10 @@ func New(cfg Config, epoch uint64, log *slog.Logger) (*Node, error) {
 			return nil, fmt.Errorf("scrape.machine: %w", err)
 		}
 	}
+	fcfg, err := cfg.Filter.filterConfig()
+	if err != nil {
+		return nil, err
+	}
 	session := epoch
 	uplink := leaf.NewUplink(n.conns.Dummy(), cfg.Batch.MaxDictionary, func() uint64 { session++; return session })
 	n.Agent, err = leaf.NewAgent(leaf.AgentConfig{
@@ -92,6 +97,7 @@ func New(cfg Config, epoch uint64, log *slog.Logger) (*Node, error) {
 		Window:                 cfg.Batch.Window,
 		Targets:                cfg.Scrape.Targets,
 		Machine:                machine,
+		Filter:                 filter.New(fcfg),
 		Epoch:                  epoch,
 		Delivery:               cfg.delivery(),
 		Buffer:                 batch.Limits{MaxSamples: cfg.Batch.MaxSamples, MaxBytes: cfg.Batch.MaxBytes},
