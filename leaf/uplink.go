@@ -3,7 +3,6 @@ package leaf
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -84,10 +83,3 @@ func IsRejected(err error) bool {
 
 // ErrNoParent is returned when a node has no parent to send to.
 var ErrNoParent = errors.New("no parent configured")
-
-func describe(ids []batch.ID) string {
-	if len(ids) == 0 {
-		return "no batches"
-	}
-	return fmt.Sprintf("%d batches %s/%d/%d..%d", len(ids), ids[0].Origin, ids[0].Epoch, ids[0].Seq, ids[len(ids)-1].Seq)
-}

@@ -3,7 +3,6 @@ package supernode
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -309,6 +308,3 @@ func (p *Parent) Sweep() {
 		}
 	}
 }
-
-// String names the parent in logs.
-func (p *Parent) String() string { return fmt.Sprintf("parent(%d children)", len(p.children)) }

@@ -257,3 +257,13 @@ func (e *scriptEnv) tree() string {
 	}
 	return b.String()
 }
+
+func roleName(r canopyv1.Role) string {
+	switch r {
+	case canopyv1.Role_ROLE_ROOT:
+		return "root"
+	case canopyv1.Role_ROLE_SUPERNODE:
+		return "supernode"
+	}
+	return "leaf"
+}

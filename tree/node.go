@@ -2,7 +2,6 @@ package tree
 
 import (
 	"errors"
-	"fmt"
 	"maps"
 	"math/rand/v2"
 	"slices"
@@ -177,9 +176,6 @@ func hash(s string) uint64 {
 	}
 	return h
 }
-
-// ID is the node's id.
-func (n *Node) ID() string { return n.cfg.ID }
 
 // Role is what the node is now.
 func (n *Node) Role() canopyv1.Role { return n.role }
@@ -797,23 +793,4 @@ func (n *Node) tickDemotion() {
 		n.setRole(canopyv1.Role_ROLE_LEAF)
 		n.stats.Demoted++
 	}
-}
-
-// String is a one-line summary for logs and scripts.
-func (n *Node) String() string {
-	parent := "-"
-	if p := n.Parent(); p != nil {
-		parent = p.Id
-	}
-	return fmt.Sprintf("%s %s parent=%s level=%d children=%d", n.cfg.ID, roleName(n.role), parent, n.Level(), len(n.children))
-}
-
-func roleName(r canopyv1.Role) string {
-	switch r {
-	case canopyv1.Role_ROLE_ROOT:
-		return "root"
-	case canopyv1.Role_ROLE_SUPERNODE:
-		return "supernode"
-	}
-	return "leaf"
 }

@@ -69,20 +69,6 @@ func (s *Safe) Parent() *canopyv1.NodeInfo {
 	return s.n.Parent()
 }
 
-// Role is the node's role.
-func (s *Safe) Role() canopyv1.Role {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.n.Role()
-}
-
-// Stats returns the node's traffic counters.
-func (s *Safe) Stats() Stats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.n.Stats()
-}
-
 // Leave starts a graceful departure (children are sent elsewhere);
 // Depart, a window later, tells the parent.
 func (s *Safe) Leave() {
