@@ -477,3 +477,33 @@ func (a *Agent) Delivery() DeliveryState {
 		LastError: a.lastErr, PathInstance: a.path, BufferSamples: samples,
 	}
 }
+
+// Drain sends heartbeats carrying status every interval, without sealing
+// new windows, until the parent has acknowledged every batch the agent
+// holds and the forwarder (a supernode's queue) is empty, or ctx ends.
+// A stopping node calls it after its last Heartbeat so nothing it took
+// responsibility for is lost on a clean shutdown.
+func (a *Agent) Drain(ctx context.Context, status *canopyv1.HeartbeatRequest, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		a.sendMu.Lock()
+		empty := a.buffer.Len() == 0 && (a.fwd == nil || len(a.fwd.Pending(1)) == 0)
+		var err error
+		if !empty {
+			_, err = a.flush(ctx, a.cfg.Now(), status)
+			a.lastErr = err
+			a.updateGauges(err)
+		}
+		a.sendMu.Unlock()
+		if empty {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			held := a.Delivery()
+			return fmt.Errorf("drain: %d batches unacknowledged: %w", held.Buffered, ctx.Err())
+		case <-t.C:
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,8 +67,8 @@ func (f *fakeParent) Invoke(_ context.Context, method string, args, reply any, _
 	for f.done[f.acked+1] {
 		f.acked++
 	}
-	if f.ackAll && len(bs) > 0 {
-		resp.Acks = []*canopyv1.Ack{{Origin: bs[0].Origin, Epoch: bs[0].Epoch, Seq: f.acked}}
+	if f.ackAll && f.acked > 0 {
+		resp.Acks = []*canopyv1.Ack{{Origin: "n1", Epoch: 7, Seq: f.acked}}
 	}
 	return nil
 }
@@ -125,6 +126,31 @@ func TestAgentRetainsUntilAcknowledged(t *testing.T) {
 	}
 	if d := a.Delivery(); d.Buffered != 0 || d.LowSeq != 6 {
 		t.Fatalf("after acks: %+v", d)
+	}
+}
+
+// A stopping node drains: it keeps heartbeating without sealing new
+// windows until everything is acknowledged, and says how much it could not
+// hand over when it has to give up.
+func TestAgentDrainsUntilAcknowledged(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	parent := &fakeParent{dec: batch.NewDecoder(), path: 1, down: true}
+	a := newTestAgent(t, parent, &now)
+	ctx := context.Background()
+	for range 3 {
+		_, _ = a.Heartbeat(ctx, hbStatus)
+	}
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := a.Drain(gone, hbStatus, time.Millisecond); err == nil || !strings.Contains(err.Error(), "3 batches unacknowledged") {
+		t.Fatalf("drain to a dead parent: %v", err)
+	}
+	parent.down, parent.ackAll = false, true
+	if err := a.Drain(ctx, hbStatus, time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if d := a.Delivery(); d.Buffered != 0 || d.NextSeq != 4 || !equal(parent.accepted, []uint64{1, 2, 3}) {
+		t.Fatalf("after drain: %+v, parent saw %v", d, parent.accepted)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,7 +39,7 @@ func startNodeProcess(t *testing.T, id, root, stateDir string) *nodeProcess {
 		"CANOPY_TREE_CHILD_LIMIT=4", "CANOPY_TREE_PROMOTE_MIN_UPTIME=0s", "CANOPY_TREE_PROMOTE_MIN_CAPACITY=0",
 		"CANOPY_TREE_BACKOFF_INITIAL=250ms", "CANOPY_TREE_BACKOFF_MAX=2s", "CANOPY_TREE_REQUEST_TIMEOUT=500ms",
 		"CANOPY_TREE_FORGET_AFTER=20s",
-		"CANOPY_BATCH_WINDOW="+selforgWindow.String(), "CANOPY_BATCH_RETRANSMIT_AFTER=10s",
+		"CANOPY_BATCH_WINDOW="+selforgWindow.String(), "CANOPY_BATCH_RETRANSMIT_AFTER=10s", "CANOPY_BATCH_DRAIN_TIMEOUT=5s",
 		"CANOPY_SCRAPE_INTERVAL=500ms", "CANOPY_SCRAPE_TIMEOUT=500ms", "CANOPY_LOG_LEVEL=warn")
 	p.start()
 	t.Cleanup(func() { p.signal(syscall.SIGKILL) })
@@ -134,11 +135,11 @@ func TestSelfOrganisingTree(t *testing.T) {
 		return n != nil && n.Node.Role == canopyv1.Role_ROLE_SUPERNODE && n.State == canopyv1.ChildState_CHILD_STATE_HEALTHY
 	})
 
-	// Let everything settle, then stop the nodes gracefully and audit.
+	// Let everything settle, then stop the nodes gracefully, deepest
+	// first (each drains what it holds to the root before it exits), and
+	// audit.
 	time.Sleep(3 * selforgWindow)
-	for _, p := range procs {
-		p.signal(syscall.SIGTERM)
-	}
+	stopBottomUp(r.Topology(), procs)
 	ids := make([]string, 0, len(procs))
 	for id := range procs {
 		ids = append(ids, id)
@@ -149,6 +150,36 @@ func TestSelfOrganisingTree(t *testing.T) {
 		batches += auditSeq(t, r, id)
 	}
 	t.Logf("audited %d batches of %d nodes: no gap, no duplicate", batches, len(ids))
+}
+
+// stopBottomUp sends SIGTERM level by level, deepest first, and waits for
+// each level to exit, so every stopping node still has a path to the root.
+func stopBottomUp(top *canopyv1.TopologyResponse, procs map[string]*nodeProcess) {
+	parent := map[string]string{}
+	for _, n := range top.Nodes {
+		parent[n.Node.Id] = n.ParentId
+	}
+	depth := func(id string) int {
+		d := 0
+		for p, ok := parent[id]; ok && d <= len(parent); p, ok = parent[p] {
+			d++
+		}
+		return d
+	}
+	byDepth := map[int][]*nodeProcess{}
+	deepest := 0
+	for id, p := range procs {
+		d := depth(id)
+		byDepth[d] = append(byDepth[d], p)
+		deepest = max(deepest, d)
+	}
+	for d := deepest; d >= 0; d-- {
+		var wg sync.WaitGroup
+		for _, p := range byDepth[d] {
+			wg.Go(func() { p.signal(syscall.SIGTERM) })
+		}
+		wg.Wait()
+	}
 }
 
 func attached(top *canopyv1.TopologyResponse) int {

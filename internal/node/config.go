@@ -167,6 +167,10 @@ type Batch struct {
 	MaxBatchesPerHeartbeat int `mapstructure:"max_batches_per_heartbeat"`
 	// MaxDictionary bounds the series dictionary before a new session.
 	MaxDictionary int `mapstructure:"max_dictionary"`
+	// DrainTimeout bounds how long a stopping node keeps sending
+	// heartbeats so that what it holds (its own unacknowledged batches and,
+	// on a supernode, its children's queued batches) reaches the root.
+	DrainTimeout time.Duration `mapstructure:"drain_timeout"`
 }
 
 // Forward bounds a supernode's queue of children's batches.
@@ -218,6 +222,7 @@ func Default() Config {
 			RetransmitAfter:        time.Minute,
 			MaxBatchesPerHeartbeat: 16,
 			MaxDictionary:          1_000_000,
+			DrainTimeout:           15 * time.Second, // three windows: an ack crosses a few levels
 		},
 		Filter:  Filter{KeyframeWindows: fd.KeyframeWindows, StaleAfterWindows: fd.StaleAfterWindows},
 		Limits:  config.DefaultLimits(),
@@ -259,6 +264,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("batch.max_batches_per_heartbeat: must be positive")
 	case c.Batch.MaxDictionary <= 0:
 		return fmt.Errorf("batch.max_dictionary: must be positive")
+	case c.Batch.DrainTimeout < 0:
+		return fmt.Errorf("batch.drain_timeout: must not be negative")
 	case c.Forward.MaxSamples <= 0 || c.Forward.MaxBytes <= 0:
 		return fmt.Errorf("forward.max_samples, forward.max_bytes: must be positive")
 	}

@@ -131,7 +131,8 @@ func (n *Node) Registry() *prometheus.Registry { return n.reg }
 // Run serves the local API on apiLis and TreeService on treeLis (nil on a
 // leaf-only node), and drives the tree until ctx ends. Then a node with
 // children hands them a candidate list and waits a window for them to
-// hear it, tells its parent it leaves, and sends what it has sealed.
+// hear it, drains what it holds to the root, and tells its parent it
+// leaves.
 func (n *Node) Run(ctx context.Context, apiLis, treeLis net.Listener) error {
 	errc := make(chan error, 2)
 	var srv *grpc.Server
@@ -200,18 +201,30 @@ func (n *Node) leave() {
 			n.step(n.Members.Tick())
 		}
 	}
+	if p := n.Members.Parent(); p != nil {
+		n.drain()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.Tree.RequestTimeout)
 	defer cancel()
-	if p := n.Members.Parent(); p != nil {
-		status := &canopyv1.HeartbeatRequest{Node: n.Members.Info()}
-		if _, err := n.Agent.Heartbeat(ctx, status); err != nil {
-			n.log.Warn("final heartbeat failed", "err", err)
-		}
-	}
 	for _, env := range n.Members.Depart() {
 		if _, err := n.conns.Call(ctx, env.To, env.Msg); err != nil {
 			n.log.Debug("leave", "err", err)
 		}
+	}
+}
+
+// drain seals the last window and keeps heartbeating, up to
+// batch.drain_timeout, until the root has acknowledged everything the node
+// holds, its children's queued batches included.
+func (n *Node) drain() {
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.Batch.DrainTimeout)
+	defer cancel()
+	status := &canopyv1.HeartbeatRequest{Node: n.Members.Info()}
+	if _, err := n.Agent.Heartbeat(ctx, status); err != nil {
+		n.log.Warn("final heartbeat failed", "err", err)
+	}
+	if err := n.Agent.Drain(ctx, status, max(10*time.Millisecond, n.cfg.Batch.Window/4)); err != nil {
+		n.log.Warn("stopping with data not acknowledged", "err", err)
 	}
 }
 
