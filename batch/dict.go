@@ -130,6 +130,16 @@ func ToProtoLabels(ls labels.Labels) []*canopyv1.Label {
 	return out
 }
 
+// FromProtoLabels converts a wire label set, sorting it.
+func FromProtoLabels(ls []*canopyv1.Label) labels.Labels {
+	b := labels.NewScratchBuilder(len(ls))
+	for _, l := range ls {
+		b.Add(l.Name, l.Value)
+	}
+	b.Sort()
+	return b.Labels()
+}
+
 // ErrUnknownSession is wrapped by Decode when a message refers to series the
 // decoder was never given in this session; the sender must start a new one.
 var ErrUnknownSession = errors.New("unknown series ref in session")

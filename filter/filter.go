@@ -54,37 +54,15 @@ func RuleFromProto(r *canopyv1.FilterRule) (Rule, error) {
 	if r.Absolute < 0 || r.Relative < 0 || math.IsNaN(r.Absolute) || math.IsNaN(r.Relative) {
 		return Rule{}, fmt.Errorf("dead-band must be non-negative, got absolute %g relative %g", r.Absolute, r.Relative)
 	}
-	for _, m := range r.Matchers {
-		var t labels.MatchType
-		switch m.Type {
-		case canopyv1.MatchType_MATCH_TYPE_EQUAL:
-			t = labels.MatchEqual
-		case canopyv1.MatchType_MATCH_TYPE_NOT_EQUAL:
-			t = labels.MatchNotEqual
-		case canopyv1.MatchType_MATCH_TYPE_REGEX:
-			t = labels.MatchRegexp
-		case canopyv1.MatchType_MATCH_TYPE_NOT_REGEX:
-			t = labels.MatchNotRegexp
-		default:
-			return Rule{}, fmt.Errorf("matcher on %q: unknown match type %v", m.Name, m.Type)
-		}
-		lm, err := labels.NewMatcher(t, m.Name, m.Value)
-		if err != nil {
-			return Rule{}, fmt.Errorf("matcher on %q: %w", m.Name, err)
-		}
-		out.Matchers = append(out.Matchers, lm)
+	ms, err := batch.MatchersFromProto(r.Matchers)
+	if err != nil {
+		return Rule{}, err
 	}
+	out.Matchers = ms
 	return out, nil
 }
 
-func (r *Rule) matches(ls labels.Labels) bool {
-	for _, m := range r.Matchers {
-		if !m.Matches(ls.Get(m.Name)) {
-			return false
-		}
-	}
-	return true
-}
+func (r *Rule) matches(ls labels.Labels) bool { return batch.Matches(r.Matchers, ls) }
 
 // series is what the filter remembers of one series.
 type series struct {
@@ -104,6 +82,7 @@ type Filter struct {
 	window uint64
 	key    []byte
 	stats  Stats
+	forced bool // the next window is a keyframe
 }
 
 // Stats counts what filtering did.
@@ -125,6 +104,14 @@ func (f *Filter) SetRules(rules []Rule) {
 	}
 }
 
+// SetKeyframeWindows changes the keyframe period (pushed down the tree).
+func (f *Filter) SetKeyframeWindows(n int) { f.cfg.KeyframeWindows = n }
+
+// Keyframe makes the next window a keyframe: a new parent, or one that
+// lost or reset its cache, gets every value at once instead of waiting for
+// the next periodic keyframe.
+func (f *Filter) Keyframe() { f.forced = true }
+
 func (f *Filter) ruleFor(ls labels.Labels) int {
 	for i := range f.cfg.Rules {
 		if f.cfg.Rules[i].matches(ls) {
@@ -143,7 +130,8 @@ func (f *Filter) Stats() Stats { return f.stats }
 // StaleAfterWindows windows.
 func (f *Filter) Apply(now int64, in []batch.Series) []batch.Series {
 	f.window++
-	keyframe := f.cfg.KeyframeWindows > 0 && f.window%uint64(f.cfg.KeyframeWindows) == 0
+	keyframe := f.forced || f.cfg.KeyframeWindows > 0 && f.window%uint64(f.cfg.KeyframeWindows) == 0
+	f.forced = false
 	out := in[:0]
 	for i := range in {
 		s := in[i]

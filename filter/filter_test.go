@@ -90,6 +90,18 @@ func TestKeyframes(t *testing.T) {
 	}
 }
 
+// A forced keyframe (new parent, pushed config) sends everything once and
+// leaves the periodic schedule alone.
+func TestForcedKeyframe(t *testing.T) {
+	f := New(Config{KeyframeWindows: 4})
+	got := run(f, "g", gauge, 1, 1)
+	f.Keyframe()
+	got = append(got, run(f, "g", gauge, 1, 1, 1, 1)...)
+	if !same(got, []float64{1, x, 1, 1, x, x}) { // windows 3 (forced) and 4 (periodic)
+		t.Fatalf("forced keyframe: %v", got)
+	}
+}
+
 func TestNaNs(t *testing.T) {
 	f := New(Config{})
 	nan := math.NaN()

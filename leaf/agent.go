@@ -108,6 +108,9 @@ func NewAgent(cfg AgentConfig, uplink *Uplink, fwd Forwarder, reg prometheus.Reg
 		uplink:  uplink,
 		fwd:     fwd,
 	}
+	if uplink != nil && cfg.Filter != nil {
+		uplink.onReset = cfg.Filter.Keyframe
+	}
 	for _, t := range cfg.Targets {
 		if err := a.AddTarget(t); err != nil {
 			return nil, fmt.Errorf("target %q: %w", t.Name, err)
@@ -122,6 +125,22 @@ func (a *Agent) SetParent(conn grpc.ClientConnInterface) {
 	a.sendMu.Lock()
 	defer a.sendMu.Unlock()
 	a.uplink.Retarget(conn)
+}
+
+// Reconfigure applies dead-band rules and the keyframe period (0:
+// unchanged) pushed down the tree. The next window is a keyframe, so a
+// parent that now aggregates different series gets every value.
+func (a *Agent) Reconfigure(rules []filter.Rule, keyframeWindows int) {
+	if a.cfg.Filter == nil {
+		return
+	}
+	a.sendMu.Lock()
+	defer a.sendMu.Unlock()
+	a.cfg.Filter.SetRules(rules)
+	if keyframeWindows > 0 {
+		a.cfg.Filter.SetKeyframeWindows(keyframeWindows)
+	}
+	a.cfg.Filter.Keyframe()
 }
 
 // Observe registers a hook that sees every sealed batch before it is sent,

@@ -20,6 +20,9 @@ type Uplink struct {
 	client      canopyv1.TreeServiceClient
 	enc         *batch.Encoder
 	nextSession func() uint64
+	// onReset runs whenever a new session starts (new parent, or one that
+	// lost its state): the parent's caches of our series are empty.
+	onReset func()
 }
 
 // NewUplink speaks to a parent over conn. nextSession yields fresh session
@@ -46,7 +49,7 @@ func (u *Uplink) Send(ctx context.Context, status *canopyv1.HeartbeatRequest, ba
 			return resp, nil
 		}
 		if isSessionLost(err) && attempt == 0 {
-			u.enc.Reset(u.nextSession())
+			u.reset()
 			continue
 		}
 		return nil, err
@@ -57,13 +60,20 @@ func (u *Uplink) Send(ctx context.Context, status *canopyv1.HeartbeatRequest, ba
 // dictionary session.
 func (u *Uplink) Retarget(conn grpc.ClientConnInterface) {
 	u.client = canopyv1.NewTreeServiceClient(conn)
+	u.reset()
+}
+
+func (u *Uplink) reset() {
 	u.enc.Reset(u.nextSession())
+	if u.onReset != nil {
+		u.onReset()
+	}
 }
 
 func cloneStatus(s *canopyv1.HeartbeatRequest) *canopyv1.HeartbeatRequest {
 	return &canopyv1.HeartbeatRequest{
 		Node: s.Node, Aggregates: s.Aggregates, Ni: s.Ni, GroupNi: s.GroupNi,
-		Children: s.Children, ConfigVersion: s.ConfigVersion,
+		Children: s.Children, ConfigVersion: s.ConfigVersion, Moved: s.Moved,
 	}
 }
 

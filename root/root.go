@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/canopytree/canopy/batch"
+	"github.com/canopytree/canopy/filter"
 	_ "github.com/canopytree/canopy/internal/grpcsnappy" // children compress heartbeats with snappy
 	"github.com/canopytree/canopy/internal/ticker"
 	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
@@ -54,8 +57,12 @@ type Options struct {
 	// ForgetAfter is the soft-state timeout for silent children and for
 	// the dedup ledger of origins that stopped sending.
 	ForgetAfter time.Duration
-	Instance    uint64
-	Now         func() time.Time
+	// Control is the configuration pushed down the tree: filter rules, the
+	// keyframe period and the aggregation rules the root finalises. Its
+	// version is assigned here.
+	Control  *canopyv1.Control
+	Instance uint64
+	Now      func() time.Time
 }
 
 // Root is the running top of the tree.
@@ -68,6 +75,9 @@ type Root struct {
 	Parent   *supernode.Parent
 	Ingester *Ingester
 	Reader   *reader.Service
+
+	agg       *supernode.Aggregator
+	finaliser *finaliser
 }
 
 // Open opens storage and wires the root's components.
@@ -108,12 +118,21 @@ func Open(opts Options, log *slog.Logger) (*Root, error) {
 		return nil, fmt.Errorf("tree: %w", err)
 	}
 	r.Members = tree.NewSafe(core, opts.Now)
+	r.agg = supernode.NewAggregator(nil)
+	r.finaliser = newFinaliser(db, r.agg)
 	r.Parent = supernode.NewParent(supernode.Config{
 		Limits:      opts.Limits,
 		Instance:    opts.Instance,
 		ForgetAfter: opts.ForgetAfter,
+		Aggregator:  r.agg,
 		Now:         opts.Now,
 	}, r.Members, r.Ingester, reg, log.With("component", "parent"))
+	if opts.Control != nil {
+		if err := r.SetControl(opts.Control); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
 	readerCfg := opts.Reader
 	readerCfg.Now = opts.Now
 	r.Reader, err = reader.NewService(readerCfg, db, r)
@@ -124,17 +143,56 @@ func Open(opts Options, log *slog.Logger) (*Root, error) {
 	return r, nil
 }
 
-// Topology implements reader.TopologySource.
+// SetControl replaces the configuration pushed down the tree (filter
+// rules, keyframe period, aggregation rules) under a new version; within a
+// few windows every node applies it. The root finalises with the new
+// aggregation rules from its next window.
+func (r *Root) SetControl(c *canopyv1.Control) error {
+	rules, err := supernode.RulesFromProto(c.AggregationRules)
+	if err != nil {
+		return err
+	}
+	for i, fr := range c.FilterRules {
+		if _, err := filter.RuleFromProto(fr); err != nil {
+			return fmt.Errorf("filter rule %d: %w", i, err)
+		}
+	}
+	next := nextControl(c, r.Parent.Control().GetConfigVersion(), time.Now())
+	r.agg.SetRules(rules)
+	r.Parent.SetControl(next)
+	r.log.Info("control configuration", "version", next.ConfigVersion, "filter_rules", len(next.FilterRules), "aggregation_rules", len(rules))
+	return nil
+}
+
+// Topology implements reader.TopologySource, with the imprecision of the
+// tree, of each dc and of each of the root's subtrees as of the last
+// window.
 func (r *Root) Topology() *canopyv1.TopologyResponse {
 	resp := &canopyv1.TopologyResponse{Root: r.Members.Info()}
+	rep := r.finaliser.report()
 	for _, c := range r.Members.Topology() {
-		resp.Nodes = append(resp.Nodes, &canopyv1.TopologyNode{
+		n := &canopyv1.TopologyNode{
 			Node: c.Node, ParentId: c.ParentId, State: c.State,
 			LastHeartbeatUnixMs: c.LastHeartbeatUnixMs, RttMicros: c.RttMicros,
-		})
+		}
+		if rep != nil && c.ParentId == resp.Root.Id {
+			if ni, ok := rep.Children[c.Node.GetId()]; ok {
+				n.Ni = ni.Proto()
+			}
+		}
+		resp.Nodes = append(resp.Nodes, n)
+	}
+	if rep != nil {
+		resp.Ni = rep.NI.Proto()
+		for _, dc := range slices.Sorted(maps.Keys(rep.GroupNI)) {
+			resp.GroupNi = append(resp.GroupNi, &canopyv1.GroupImprecision{Group: []*canopyv1.Label{{Name: "dc", Value: dc}}, Ni: rep.GroupNI[dc].Proto()})
+		}
 	}
 	return resp
 }
+
+// Logger is the root's logger.
+func (r *Root) Logger() *slog.Logger { return r.log }
 
 // Registry holds the root's own metrics, served on /metrics.
 func (r *Root) Registry() *prometheus.Registry { return r.reg }
@@ -199,6 +257,9 @@ func (r *Root) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error {
 func (r *Root) housekeeping() {
 	r.Parent.Sweep()
 	r.Ingester.Forget(r.opts.ForgetAfter)
+	if err := r.finaliser.run(context.Background(), r.Members.ChildStates(), r.opts.Now()); err != nil {
+		r.log.Error("storing aggregates", "err", err)
+	}
 }
 
 // Close closes storage; call after Serve returned.

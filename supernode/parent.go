@@ -43,7 +43,10 @@ type Config struct {
 	// ForgetAfter drops the data state (dictionary, routes) of a child
 	// silent this long.
 	ForgetAfter time.Duration
-	Now         func() time.Time
+	// Aggregator, when set, caches children's series for aggregation and
+	// strips aggregate-only series before the sink.
+	Aggregator *Aggregator
+	Now        func() time.Time
 }
 
 // Parent serves TreeService for a node's children: membership questions
@@ -63,6 +66,7 @@ type Parent struct {
 	route    map[string]string // origin → child it arrives through
 	acks     map[string]ack    // origin → newest acknowledgement from above
 	upstream uint64            // path instance of our own parent (0 at the root)
+	control  *canopyv1.Control // configuration children must apply
 }
 
 type ack struct{ epoch, seq uint64 }
@@ -122,6 +126,9 @@ func (p *Parent) Heartbeat(ctx context.Context, req *canopyv1.HeartbeatRequest) 
 		p.log.Warn("rejected heartbeat", "child", id, "err", err)
 		return nil, status.Errorf(codes.InvalidArgument, "child %s: %v", id, err)
 	}
+	if p.cfg.Aggregator != nil {
+		batches = p.cfg.Aggregator.Observe(id, req, batches)
+	}
 	if err := p.sink.Accept(ctx, id, batches); err != nil {
 		p.metrics.rejected.WithLabelValues("unavailable").Inc()
 		return nil, status.Errorf(codes.Unavailable, "child %s: %v", id, err)
@@ -140,7 +147,34 @@ func (p *Parent) Heartbeat(ctx context.Context, req *canopyv1.HeartbeatRequest) 
 		resend[batches[i].Origin] = true
 	}
 	resp.PathInstance, resp.Acks = p.pathInstance(), p.acksFor(c, resend)
+	if p.control != nil && req.ConfigVersion < p.control.ConfigVersion {
+		resp.Control = withConfig(resp.Control, p.control)
+	}
 	return resp, nil
+}
+
+// withConfig adds the configuration part of cfg to the membership part
+// (promote, rejoin) the tree protocol may have put in c.
+func withConfig(c, cfg *canopyv1.Control) *canopyv1.Control {
+	out := proto.Clone(cfg).(*canopyv1.Control)
+	out.Promote, out.Rejoin = c.GetPromote(), c.GetRejoin()
+	return out
+}
+
+// SetControl sets the configuration (filter and aggregation rules,
+// keyframe period) children must apply; each child gets it with its
+// heartbeat replies until it reports the version.
+func (p *Parent) SetControl(c *canopyv1.Control) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.control = c
+}
+
+// Control is the configuration in force, or nil.
+func (p *Parent) Control() *canopyv1.Control {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.control
 }
 
 func (c *child) decode(req *canopyv1.HeartbeatRequest, lim batch.DecodeLimits) ([]batch.Batch, error) {

@@ -422,6 +422,16 @@ func (n *Node) subtreeReport() []*canopyv1.ChildStatus {
 	return out
 }
 
+// ChildStates is the failure detector's verdict on every direct child
+// not yet forgotten.
+func (n *Node) ChildStates() map[string]canopyv1.ChildState {
+	out := make(map[string]canopyv1.ChildState, len(n.children))
+	for id, c := range n.children {
+		out[id] = c.state
+	}
+	return out
+}
+
 func (n *Node) childIDs() []string { return slices.Sorted(maps.Keys(n.children)) }
 
 func (n *Node) status(c *child) *canopyv1.ChildStatus {

@@ -29,9 +29,19 @@ type MemNetwork struct {
 	Timeout time.Duration
 	// Delivered counts requests and responses carried.
 	Delivered int
+	// Data, when set, carries the data side of heartbeats.
+	Data DataPlane
 
 	queue eventQueue
 	seq   int
+}
+
+// DataPlane carries the data side of heartbeats in a simulation:
+// Annotate completes a heartbeat before it leaves its sender, Observe
+// hands a parent a heartbeat it accepted.
+type DataPlane interface {
+	Annotate(from *Node, req *canopyv1.HeartbeatRequest)
+	Observe(at *Node, req *canopyv1.HeartbeatRequest)
 }
 
 // Errors a request can meet on the network.
@@ -156,6 +166,9 @@ func (m *MemNetwork) dispatch(from string, n *Node) {
 		if env.To == "" {
 			continue // a window sealed without a parent: nothing travels
 		}
+		if hb, ok := env.Msg.(*canopyv1.HeartbeatRequest); ok && m.Data != nil {
+			m.Data.Annotate(n, hb)
+		}
 		m.request(from, n, env)
 	}
 }
@@ -197,6 +210,9 @@ func (m *MemNetwork) request(from string, sender *Node, env Envelope) {
 			return
 		}
 		resp, err := Handle(target, m.now, env.Msg)
+		if hb, ok := env.Msg.(*canopyv1.HeartbeatRequest); ok && err == nil && m.Data != nil {
+			m.Data.Observe(target, hb)
+		}
 		m.dispatch(env.To, target)
 		reply(resp, err)
 	})

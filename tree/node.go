@@ -110,6 +110,11 @@ type Node struct {
 	reservedUntil time.Time
 	prevParent    string
 	leaving       bool
+	// prevCounts is until when the parent we lost may still count us (it
+	// forgets us a soft-state timeout after our last heartbeat); dupUntil
+	// is until when our new parent must report us as possibly duplicated.
+	prevCounts time.Time
+	dupUntil   time.Time
 
 	// parent side
 	children  map[string]*child
@@ -179,6 +184,13 @@ func hash(s string) uint64 {
 
 // Role is what the node is now.
 func (n *Node) Role() canopyv1.Role { return n.role }
+
+// ID is the node's id.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// Moved reports whether the node re-attached under a new parent while the
+// parent it lost may still count it: its subtree counts in dup.
+func (n *Node) Moved() bool { return n.now.Before(n.dupUntil) }
 
 // Parent is the current parent, or nil.
 func (n *Node) Parent() *canopyv1.NodeInfo {
@@ -319,7 +331,7 @@ func (n *Node) heartbeat() {
 }
 
 func (n *Node) heartbeatRequest() *canopyv1.HeartbeatRequest {
-	return &canopyv1.HeartbeatRequest{Node: n.Info(), Children: n.subtreeReport()}
+	return &canopyv1.HeartbeatRequest{Node: n.Info(), Children: n.subtreeReport(), Moved: n.Moved()}
 }
 
 // parentFailed gives up on the parent: it is excluded for a while and
@@ -328,6 +340,9 @@ func (n *Node) parentFailed() {
 	if n.parent != nil && !n.cfg.Static { // a static node has nowhere else to go
 		n.excluded[n.parent.Address] = n.now.Add(n.cfg.ForgetAfter)
 	}
+	// The lost parent (or, if it died, its own parent, which heard from it
+	// up to a window later) keeps counting us until it forgets us.
+	n.prevCounts = n.lastBeat.Add(n.cfg.ForgetAfter + n.cfg.Window)
 	n.detach()
 	n.retryAt = n.now
 }
@@ -682,6 +697,9 @@ func (n *Node) onJoin(to string, resp proto.Message, err error) {
 	}
 	n.reservedAt = nil
 	old := n.parent
+	if old == nil && n.prevParent != r.Parent.Id {
+		n.dupUntil = n.prevCounts
+	}
 	n.parent, n.path = dialled(r.Parent, to), r.Path
 	n.parentRTT = c.rtt()
 	if n.cfg.Static {
@@ -708,6 +726,7 @@ func (n *Node) onHeartbeat(to string, resp proto.Message, err error) {
 	}
 	if errors.Is(err, ErrNotChild) {
 		// The parent forgot us (restarted, or declared us dead): join again.
+		n.prevCounts = time.Time{}
 		n.detach()
 		n.retryAt = n.now
 		return

@@ -62,6 +62,14 @@ func (s *Safe) Topology() []*canopyv1.ChildStatus {
 	return s.n.Topology()
 }
 
+// ChildStates is the failure detector's verdict on every direct child
+// not yet forgotten.
+func (s *Safe) ChildStates() map[string]canopyv1.ChildState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n.ChildStates()
+}
+
 // Parent is the current parent, or nil.
 func (s *Safe) Parent() *canopyv1.NodeInfo {
 	s.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/canopytree/canopy/internal/config"
+	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
 	"github.com/canopytree/canopy/reader"
 	"github.com/canopytree/canopy/root"
 )
@@ -19,7 +20,24 @@ type Config struct {
 	Ingest  Ingest        `mapstructure:"ingest"`
 	Limits  config.Limits `mapstructure:"limits"`
 	Reader  Reader        `mapstructure:"reader"`
-	Log     config.Log    `mapstructure:"log"`
+	// Filter and Aggregation are pushed down the tree to every node.
+	Filter      Filter      `mapstructure:"filter"`
+	Aggregation Aggregation `mapstructure:"aggregation"`
+	Log         config.Log  `mapstructure:"log"`
+}
+
+// Filter is the tree-wide filtering configuration: dead-band rules every
+// node applies ahead of its own, and the keyframe period (0: each node
+// keeps its own).
+type Filter struct {
+	KeyframeWindows int                 `mapstructure:"keyframe_windows"`
+	Rules           []config.FilterRule `mapstructure:"rules"`
+}
+
+// Aggregation lists the aggregation rules supernodes compute and the root
+// finalises; the default is the c12s DC-level machine metrics.
+type Aggregation struct {
+	Rules []config.AggregationRule `mapstructure:"rules"`
 }
 
 // RootSection is the root's identity and listeners.
@@ -88,8 +106,33 @@ func Default() Config {
 			LatestLookback: 5 * time.Minute,
 			LatestMetrics:  reader.DefaultLatestMetrics,
 		},
-		Log: config.DefaultLog(),
+		Aggregation: Aggregation{Rules: config.DefaultAggregationRules()},
+		Log:         config.DefaultLog(),
 	}
+}
+
+// Control converts the filter and aggregation sections into what the root
+// pushes down the tree; errors name the key.
+func (c *Config) Control() (*canopyv1.Control, error) {
+	if c.Filter.KeyframeWindows < 0 {
+		return nil, fmt.Errorf("filter.keyframe_windows: must not be negative")
+	}
+	out := &canopyv1.Control{KeyframeWindows: uint32(c.Filter.KeyframeWindows)}
+	for i, r := range c.Filter.Rules {
+		p, err := r.Proto(fmt.Sprintf("filter.rules[%d]", i))
+		if err != nil {
+			return nil, err
+		}
+		out.FilterRules = append(out.FilterRules, p)
+	}
+	for i, r := range c.Aggregation.Rules {
+		p, err := r.Proto(fmt.Sprintf("aggregation.rules[%d]", i))
+		if err != nil {
+			return nil, err
+		}
+		out.AggregationRules = append(out.AggregationRules, p)
+	}
+	return out, nil
 }
 
 // Validate names the first bad key.
@@ -129,13 +172,18 @@ func (c *Config) Validate() error {
 	if err := c.Limits.Validate("limits"); err != nil {
 		return err
 	}
+	if _, err := c.Control(); err != nil {
+		return err
+	}
 	_, err := c.Log.Logger()
 	return err
 }
 
-// Options converts the file configuration for root.Open.
+// Options converts the validated file configuration for root.Open.
 func (c *Config) Options() root.Options {
+	control, _ := c.Control() // checked by Validate
 	return root.Options{
+		Control:          control,
 		ID:               c.Root.ID,
 		DataDir:          c.Storage.DataDir,
 		Retention:        c.Storage.Retention,

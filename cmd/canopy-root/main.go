@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/canopytree/canopy/internal/config"
+	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
 	"github.com/canopytree/canopy/root"
 )
 
@@ -63,6 +64,16 @@ func run(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go reloadOnHangup(ctx, r, func() (*canopyv1.Control, error) {
+		next := Default()
+		if err := config.Load(&next, *file, flags, nil); err != nil {
+			return nil, err
+		}
+		if err := next.Validate(); err != nil {
+			return nil, err
+		}
+		return next.Control()
+	})
 	log.Info("canopy-root started", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(),
 		"data_dir", cfg.Storage.DataDir,
 		"query", fmt.Sprintf("http://%s/api/metrics-api/nodes/{node}/latest", httpLis.Addr()))
@@ -71,4 +82,26 @@ func run(args []string) error {
 		serveErr = err
 	}
 	return serveErr
+}
+
+// reloadOnHangup re-reads the filter and aggregation sections on SIGHUP and
+// pushes them down the tree; other sections need a restart.
+func reloadOnHangup(ctx context.Context, r *root.Root, load func() (*canopyv1.Control, error)) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		c, err := load()
+		if err == nil {
+			err = r.SetControl(c)
+		}
+		if err != nil {
+			r.Logger().Error("configuration not reloaded", "err", err)
+		}
+	}
 }

@@ -144,16 +144,11 @@ func parseTarget(kind, id string) (*canopyv1.Target, error) {
 }
 
 func fromProto(s *canopyv1.Series) (labels.Labels, []batch.Sample) {
-	b := labels.NewScratchBuilder(len(s.Labels))
-	for _, l := range s.Labels {
-		b.Add(l.Name, l.Value)
-	}
-	b.Sort()
 	samples := make([]batch.Sample, len(s.Samples))
 	for i, smp := range s.Samples {
 		samples[i] = batch.Sample{T: smp.TimestampMs, V: smp.Value}
 	}
-	return b.Labels(), samples
+	return batch.FromProtoLabels(s.Labels), samples
 }
 
 func writeSeries(out io.Writer, series []*canopyv1.Series) error {

@@ -2,13 +2,10 @@ package node
 
 import (
 	"fmt"
-	"maps"
 	"net"
 	"os"
-	"slices"
 	"time"
 
-	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/canopytree/canopy/batch"
 	"github.com/canopytree/canopy/filter"
@@ -108,42 +105,22 @@ type Filter struct {
 	KeyframeWindows int `mapstructure:"keyframe_windows"`
 	// StaleAfterWindows: a series absent this many windows gets a
 	// staleness marker.
-	StaleAfterWindows int          `mapstructure:"stale_after_windows"`
-	Rules             []FilterRule `mapstructure:"rules"`
-}
-
-// FilterRule sets a dead-band for the series it matches.
-type FilterRule struct {
-	// Metric is a regular expression on the metric name (empty: any).
-	Metric string `mapstructure:"metric"`
-	// Labels are regular expressions on label values.
-	Labels map[string]string `mapstructure:"labels"`
-	// Absolute or Relative change (0.01 = 1 %) needed to send a new value.
-	Absolute float64 `mapstructure:"absolute"`
-	Relative float64 `mapstructure:"relative"`
+	StaleAfterWindows int                 `mapstructure:"stale_after_windows"`
+	Rules             []config.FilterRule `mapstructure:"rules"`
 }
 
 // filterConfig converts the section; errors name the key.
 func (f Filter) filterConfig() (filter.Config, error) {
 	cfg := filter.Config{KeyframeWindows: f.KeyframeWindows, StaleAfterWindows: f.StaleAfterWindows}
 	for i, r := range f.Rules {
-		rule := filter.Rule{Absolute: r.Absolute, Relative: r.Relative}
-		if r.Absolute < 0 || r.Relative < 0 {
-			return cfg, fmt.Errorf("filter.rules[%d]: absolute and relative must not be negative", i)
+		key := fmt.Sprintf("filter.rules[%d]", i)
+		p, err := r.Proto(key)
+		if err != nil {
+			return cfg, err
 		}
-		if r.Metric != "" {
-			m, err := labels.NewMatcher(labels.MatchRegexp, labels.MetricName, r.Metric)
-			if err != nil {
-				return cfg, fmt.Errorf("filter.rules[%d].metric: %w", i, err)
-			}
-			rule.Matchers = append(rule.Matchers, m)
-		}
-		for _, name := range slices.Sorted(maps.Keys(r.Labels)) {
-			m, err := labels.NewMatcher(labels.MatchRegexp, name, r.Labels[name])
-			if err != nil {
-				return cfg, fmt.Errorf("filter.rules[%d].labels.%s: %w", i, name, err)
-			}
-			rule.Matchers = append(rule.Matchers, m)
+		rule, err := filter.RuleFromProto(p)
+		if err != nil {
+			return cfg, fmt.Errorf("%s: %w", key, err)
 		}
 		cfg.Rules = append(cfg.Rules, rule)
 	}

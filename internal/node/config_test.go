@@ -48,11 +48,12 @@ func TestValidateNamesTheKey(t *testing.T) {
 		"scrape.targets[0].url":  func(c *Config) { c.Scrape.Targets = append(c.Scrape.Targets, badTarget()) },
 		"limits.max_samples":     func(c *Config) { c.Limits.MaxSamples = -1 },
 		"log.level":              func(c *Config) { c.Log.Level = "chatty" },
-		"filter.rules[0].metric": func(c *Config) { c.Filter.Rules = []FilterRule{{Metric: "node_("}} },
+		"filter.rules[0].metric": func(c *Config) { c.Filter.Rules = []config.FilterRule{{Selector: config.Selector{Metric: "node_("}}} },
 		"filter.rules[0].labels.device": func(c *Config) {
-			c.Filter.Rules = []FilterRule{{Labels: map[string]string{"device": "eth["}}}
+			c.Filter.Rules = []config.FilterRule{{Selector: config.Selector{Labels: map[string]string{"device": "eth["}}}}
 		},
 		"filter.keyframe_windows": func(c *Config) { c.Filter.KeyframeWindows = -1 },
+		"batch.drain_timeout":     func(c *Config) { c.Batch.DrainTimeout = -time.Second },
 	} {
 		cfg := Default()
 		mutate(&cfg)

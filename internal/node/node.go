@@ -39,6 +39,11 @@ type Node struct {
 	Agent     *leaf.Agent
 	Supernode *supernode.Supernode // nil on a leaf-only node
 	state     *stateFile
+	agg       *supernode.Aggregator
+	local     filter.Config // the node's own filter section
+
+	configMu      sync.Mutex
+	configVersion uint64 // of the control configuration applied
 
 	wg sync.WaitGroup
 }
@@ -70,10 +75,14 @@ func New(cfg Config, epoch uint64, log *slog.Logger) (*Node, error) {
 
 	var fwd leaf.Forwarder
 	if !tc.LeafOnly {
+		// Aggregation rules come from the root with the first heartbeat
+		// reply.
+		n.agg = supernode.NewAggregator(nil)
 		n.Supernode = supernode.New(supernode.Config{
 			Limits:      cfg.Limits.Decode(),
 			Instance:    epoch,
 			ForgetAfter: cfg.Tree.ForgetAfter,
+			Aggregator:  n.agg,
 		}, n.Members, batch.Limits{MaxSamples: cfg.Forward.MaxSamples, MaxBytes: cfg.Forward.MaxBytes}, reg, log.With("component", "supernode"))
 		fwd = n.Supernode
 	}
@@ -88,6 +97,7 @@ func New(cfg Config, epoch uint64, log *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	n.local = fcfg
 	session := epoch
 	uplink := leaf.NewUplink(n.conns.Dummy(), cfg.Batch.MaxDictionary, func() uint64 { session++; return session })
 	n.Agent, err = leaf.NewAgent(leaf.AgentConfig{
@@ -228,6 +238,54 @@ func (n *Node) drain() {
 	}
 }
 
+// annotate adds the data part of a heartbeat: the configuration version
+// applied and, on a supernode, the report of its descendants.
+func (n *Node) annotate(hb *canopyv1.HeartbeatRequest) {
+	n.configMu.Lock()
+	hb.ConfigVersion = n.configVersion
+	n.configMu.Unlock()
+	if n.agg != nil {
+		n.agg.Report(n.Members.ChildStates()).Heartbeat(hb, time.Now().UnixMilli())
+	}
+}
+
+// applyControl applies configuration pushed down from the root once per
+// version: dead-band rules go ahead of the node's own, aggregation rules
+// replace what the node had, and children get the same with their next
+// replies.
+func (n *Node) applyControl(c *canopyv1.Control) {
+	n.configMu.Lock()
+	defer n.configMu.Unlock()
+	if c.GetConfigVersion() <= n.configVersion {
+		return
+	}
+	rules := make([]filter.Rule, 0, len(c.FilterRules)+len(n.local.Rules))
+	for i, r := range c.FilterRules {
+		fr, err := filter.RuleFromProto(r)
+		if err != nil {
+			n.log.Error("ignoring pushed configuration", "version", c.ConfigVersion, "err", fmt.Errorf("filter rule %d: %w", i, err))
+			return
+		}
+		rules = append(rules, fr)
+	}
+	aggs, err := supernode.RulesFromProto(c.AggregationRules)
+	if err != nil {
+		n.log.Error("ignoring pushed configuration", "version", c.ConfigVersion, "err", err)
+		return
+	}
+	keyframes := n.local.KeyframeWindows
+	if c.KeyframeWindows > 0 {
+		keyframes = int(c.KeyframeWindows)
+	}
+	n.Agent.Reconfigure(append(rules, n.local.Rules...), keyframes)
+	if n.Supernode != nil {
+		n.agg.SetRules(aggs)
+		n.Supernode.SetControl(c)
+	}
+	n.configVersion = c.ConfigVersion
+	n.log.Info("applied pushed configuration", "version", c.ConfigVersion, "filter_rules", len(c.FilterRules), "aggregation_rules", len(aggs))
+}
+
 // step acts on what the core decided.
 func (n *Node) step(envs []tree.Envelope, events []tree.Event) {
 	for _, ev := range events {
@@ -267,7 +325,11 @@ func (n *Node) send(env tree.Envelope) {
 	var resp any
 	var err error
 	if isHeartbeat {
-		resp, err = n.Agent.Heartbeat(ctx, hb)
+		n.annotate(hb)
+		var r *canopyv1.HeartbeatResponse
+		r, err = n.Agent.Heartbeat(ctx, hb)
+		n.applyControl(r.GetControl())
+		resp = r
 	} else {
 		resp, err = n.conns.Call(ctx, env.To, env.Msg)
 	}

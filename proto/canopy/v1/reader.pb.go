@@ -493,8 +493,11 @@ type TopologyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Root  *NodeInfo              `protobuf:"bytes,1,opt,name=root,proto3" json:"root,omitempty"`
 	// Every node the root knows of, with its parent.
-	Nodes         []*TopologyNode     `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
-	Ni            *NetworkImprecision `protobuf:"bytes,3,opt,name=ni,proto3" json:"ni,omitempty"`
+	Nodes []*TopologyNode `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Imprecision of the whole tree.
+	Ni *NetworkImprecision `protobuf:"bytes,3,opt,name=ni,proto3" json:"ni,omitempty"`
+	// Imprecision per dc.
+	GroupNi       []*GroupImprecision `protobuf:"bytes,4,rep,name=group_ni,json=groupNi,proto3" json:"group_ni,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -550,6 +553,13 @@ func (x *TopologyResponse) GetNi() *NetworkImprecision {
 	return nil
 }
 
+func (x *TopologyResponse) GetGroupNi() []*GroupImprecision {
+	if x != nil {
+		return x.GroupNi
+	}
+	return nil
+}
+
 type TopologyNode struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
 	Node                *NodeInfo              `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
@@ -557,8 +567,10 @@ type TopologyNode struct {
 	State               ChildState             `protobuf:"varint,3,opt,name=state,proto3,enum=canopy.v1.ChildState" json:"state,omitempty"`
 	RttMicros           int64                  `protobuf:"varint,4,opt,name=rtt_micros,json=rttMicros,proto3" json:"rtt_micros,omitempty"`
 	LastHeartbeatUnixMs int64                  `protobuf:"varint,5,opt,name=last_heartbeat_unix_ms,json=lastHeartbeatUnixMs,proto3" json:"last_heartbeat_unix_ms,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Imprecision of the subtree rooted here, for the root's children.
+	Ni            *NetworkImprecision `protobuf:"bytes,6,opt,name=ni,proto3" json:"ni,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TopologyNode) Reset() {
@@ -624,6 +636,13 @@ func (x *TopologyNode) GetLastHeartbeatUnixMs() int64 {
 		return x.LastHeartbeatUnixMs
 	}
 	return 0
+}
+
+func (x *TopologyNode) GetNi() *NetworkImprecision {
+	if x != nil {
+		return x.Ni
+	}
+	return nil
 }
 
 type ExportRequest struct {
@@ -814,18 +833,20 @@ const file_canopy_v1_reader_proto_rawDesc = "" +
 	"\x06series\x18\x02 \x03(\v2\x11.canopy.v1.SeriesR\x06series\x12-\n" +
 	"\x02ni\x18\x03 \x01(\v2\x1d.canopy.v1.NetworkImprecisionR\x02ni\x12\x18\n" +
 	"\adropped\x18\x04 \x01(\x04R\adropped\"\x11\n" +
-	"\x0fTopologyRequest\"\x99\x01\n" +
+	"\x0fTopologyRequest\"\xd1\x01\n" +
 	"\x10TopologyResponse\x12'\n" +
 	"\x04root\x18\x01 \x01(\v2\x13.canopy.v1.NodeInfoR\x04root\x12-\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x17.canopy.v1.TopologyNodeR\x05nodes\x12-\n" +
-	"\x02ni\x18\x03 \x01(\v2\x1d.canopy.v1.NetworkImprecisionR\x02ni\"\xd5\x01\n" +
+	"\x02ni\x18\x03 \x01(\v2\x1d.canopy.v1.NetworkImprecisionR\x02ni\x126\n" +
+	"\bgroup_ni\x18\x04 \x03(\v2\x1b.canopy.v1.GroupImprecisionR\agroupNi\"\x84\x02\n" +
 	"\fTopologyNode\x12'\n" +
 	"\x04node\x18\x01 \x01(\v2\x13.canopy.v1.NodeInfoR\x04node\x12\x1b\n" +
 	"\tparent_id\x18\x02 \x01(\tR\bparentId\x12+\n" +
 	"\x05state\x18\x03 \x01(\x0e2\x15.canopy.v1.ChildStateR\x05state\x12\x1d\n" +
 	"\n" +
 	"rtt_micros\x18\x04 \x01(\x03R\trttMicros\x123\n" +
-	"\x16last_heartbeat_unix_ms\x18\x05 \x01(\x03R\x13lastHeartbeatUnixMs\"\x87\x01\n" +
+	"\x16last_heartbeat_unix_ms\x18\x05 \x01(\x03R\x13lastHeartbeatUnixMs\x12-\n" +
+	"\x02ni\x18\x06 \x01(\v2\x1d.canopy.v1.NetworkImprecisionR\x02ni\"\x87\x01\n" +
 	"\rExportRequest\x12)\n" +
 	"\x06target\x18\x01 \x01(\v2\x11.canopy.v1.TargetR\x06target\x123\n" +
 	"\n" +
@@ -877,8 +898,9 @@ var file_canopy_v1_reader_proto_goTypes = []any{
 	(*Series)(nil),                 // 14: canopy.v1.Series
 	(*NetworkImprecision)(nil),     // 15: canopy.v1.NetworkImprecision
 	(*NodeInfo)(nil),               // 16: canopy.v1.NodeInfo
-	(ChildState)(0),                // 17: canopy.v1.ChildState
-	(*httpbody.HttpBody)(nil),      // 18: google.api.HttpBody
+	(*GroupImprecision)(nil),       // 17: canopy.v1.GroupImprecision
+	(ChildState)(0),                // 18: canopy.v1.ChildState
+	(*httpbody.HttpBody)(nil),      // 19: google.api.HttpBody
 }
 var file_canopy_v1_reader_proto_depIdxs = []int32{
 	0,  // 0: canopy.v1.QueryRequest.target:type_name -> canopy.v1.Target
@@ -892,30 +914,32 @@ var file_canopy_v1_reader_proto_depIdxs = []int32{
 	16, // 8: canopy.v1.TopologyResponse.root:type_name -> canopy.v1.NodeInfo
 	10, // 9: canopy.v1.TopologyResponse.nodes:type_name -> canopy.v1.TopologyNode
 	15, // 10: canopy.v1.TopologyResponse.ni:type_name -> canopy.v1.NetworkImprecision
-	16, // 11: canopy.v1.TopologyNode.node:type_name -> canopy.v1.NodeInfo
-	17, // 12: canopy.v1.TopologyNode.state:type_name -> canopy.v1.ChildState
-	0,  // 13: canopy.v1.ExportRequest.target:type_name -> canopy.v1.Target
-	1,  // 14: canopy.v1.ExportRequest.time_range:type_name -> canopy.v1.TimeRange
-	0,  // 15: canopy.v1.ExportLatestRequest.target:type_name -> canopy.v1.Target
-	2,  // 16: canopy.v1.ReaderService.Query:input_type -> canopy.v1.QueryRequest
-	4,  // 17: canopy.v1.ReaderService.Latest:input_type -> canopy.v1.LatestRequest
-	6,  // 18: canopy.v1.ReaderService.Subscribe:input_type -> canopy.v1.SubscribeRequest
-	8,  // 19: canopy.v1.ReaderService.Topology:input_type -> canopy.v1.TopologyRequest
-	11, // 20: canopy.v1.ReaderService.Export:input_type -> canopy.v1.ExportRequest
-	12, // 21: canopy.v1.ReaderService.ExportLatest:input_type -> canopy.v1.ExportLatestRequest
-	13, // 22: canopy.v1.ReaderService.SubscribeEvents:input_type -> canopy.v1.SubscribeEventsRequest
-	3,  // 23: canopy.v1.ReaderService.Query:output_type -> canopy.v1.QueryResponse
-	5,  // 24: canopy.v1.ReaderService.Latest:output_type -> canopy.v1.LatestResponse
-	7,  // 25: canopy.v1.ReaderService.Subscribe:output_type -> canopy.v1.SubscribeResponse
-	9,  // 26: canopy.v1.ReaderService.Topology:output_type -> canopy.v1.TopologyResponse
-	18, // 27: canopy.v1.ReaderService.Export:output_type -> google.api.HttpBody
-	18, // 28: canopy.v1.ReaderService.ExportLatest:output_type -> google.api.HttpBody
-	18, // 29: canopy.v1.ReaderService.SubscribeEvents:output_type -> google.api.HttpBody
-	23, // [23:30] is the sub-list for method output_type
-	16, // [16:23] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	17, // 11: canopy.v1.TopologyResponse.group_ni:type_name -> canopy.v1.GroupImprecision
+	16, // 12: canopy.v1.TopologyNode.node:type_name -> canopy.v1.NodeInfo
+	18, // 13: canopy.v1.TopologyNode.state:type_name -> canopy.v1.ChildState
+	15, // 14: canopy.v1.TopologyNode.ni:type_name -> canopy.v1.NetworkImprecision
+	0,  // 15: canopy.v1.ExportRequest.target:type_name -> canopy.v1.Target
+	1,  // 16: canopy.v1.ExportRequest.time_range:type_name -> canopy.v1.TimeRange
+	0,  // 17: canopy.v1.ExportLatestRequest.target:type_name -> canopy.v1.Target
+	2,  // 18: canopy.v1.ReaderService.Query:input_type -> canopy.v1.QueryRequest
+	4,  // 19: canopy.v1.ReaderService.Latest:input_type -> canopy.v1.LatestRequest
+	6,  // 20: canopy.v1.ReaderService.Subscribe:input_type -> canopy.v1.SubscribeRequest
+	8,  // 21: canopy.v1.ReaderService.Topology:input_type -> canopy.v1.TopologyRequest
+	11, // 22: canopy.v1.ReaderService.Export:input_type -> canopy.v1.ExportRequest
+	12, // 23: canopy.v1.ReaderService.ExportLatest:input_type -> canopy.v1.ExportLatestRequest
+	13, // 24: canopy.v1.ReaderService.SubscribeEvents:input_type -> canopy.v1.SubscribeEventsRequest
+	3,  // 25: canopy.v1.ReaderService.Query:output_type -> canopy.v1.QueryResponse
+	5,  // 26: canopy.v1.ReaderService.Latest:output_type -> canopy.v1.LatestResponse
+	7,  // 27: canopy.v1.ReaderService.Subscribe:output_type -> canopy.v1.SubscribeResponse
+	9,  // 28: canopy.v1.ReaderService.Topology:output_type -> canopy.v1.TopologyResponse
+	19, // 29: canopy.v1.ReaderService.Export:output_type -> google.api.HttpBody
+	19, // 30: canopy.v1.ReaderService.ExportLatest:output_type -> google.api.HttpBody
+	19, // 31: canopy.v1.ReaderService.SubscribeEvents:output_type -> google.api.HttpBody
+	25, // [25:32] is the sub-list for method output_type
+	18, // [18:25] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_canopy_v1_reader_proto_init() }

@@ -611,17 +611,22 @@ type HeartbeatRequest struct {
 	Series []*SeriesDef `protobuf:"bytes,3,rep,name=series,proto3" json:"series,omitempty"`
 	// The sender's own batch and the batches it forwards for its subtree.
 	Batches []*Batch `protobuf:"bytes,4,rep,name=batches,proto3" json:"batches,omitempty"`
-	// Mergeable partial aggregates over the sender's subtree.
+	// Mergeable partial aggregates over the sender's descendants (the
+	// parent adds the sender's own series from its cache).
 	Aggregates []*AggregatePartial `protobuf:"bytes,5,rep,name=aggregates,proto3" json:"aggregates,omitempty"`
-	// Network imprecision of the whole subtree.
+	// Network imprecision of the sender's descendants.
 	Ni *NetworkImprecision `protobuf:"bytes,6,opt,name=ni,proto3" json:"ni,omitempty"`
-	// Network imprecision per group (by default per dc).
+	// Network imprecision of the sender's descendants per dc.
 	GroupNi []*GroupImprecision `protobuf:"bytes,7,rep,name=group_ni,json=groupNi,proto3" json:"group_ni,omitempty"`
 	// Status of the sender's subtree (each entry names its parent), for the
 	// live topology.
 	Children []*ChildStatus `protobuf:"bytes,8,rep,name=children,proto3" json:"children,omitempty"`
 	// Version of the control configuration the sender has applied.
 	ConfigVersion uint64 `protobuf:"varint,9,opt,name=config_version,json=configVersion,proto3" json:"config_version,omitempty"`
+	// The sender re-attached after losing its parent, less than the old
+	// parent's soft-state timeout ago: the old parent may still count the
+	// sender and its subtree, so they count in dup.
+	Moved         bool `protobuf:"varint,10,opt,name=moved,proto3" json:"moved,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -717,6 +722,13 @@ func (x *HeartbeatRequest) GetConfigVersion() uint64 {
 		return x.ConfigVersion
 	}
 	return 0
+}
+
+func (x *HeartbeatRequest) GetMoved() bool {
+	if x != nil {
+		return x.Moved
+	}
+	return false
 }
 
 // SeriesDef binds a dictionary ref to a label set for one session.
@@ -1776,7 +1788,7 @@ const file_canopy_v1_tree_proto_rawDesc = "" +
 	"candidates\x18\x03 \x03(\v2\x13.canopy.v1.NodeInfoR\n" +
 	"candidates\x12,\n" +
 	"\acontrol\x18\x04 \x01(\v2\x12.canopy.v1.ControlR\acontrol\x12\x12\n" +
-	"\x04path\x18\x05 \x03(\tR\x04path\"\xae\x03\n" +
+	"\x04path\x18\x05 \x03(\tR\x04path\"\xc4\x03\n" +
 	"\x10HeartbeatRequest\x12'\n" +
 	"\x04node\x18\x01 \x01(\v2\x13.canopy.v1.NodeInfoR\x04node\x12\x18\n" +
 	"\asession\x18\x02 \x01(\x04R\asession\x12,\n" +
@@ -1788,7 +1800,9 @@ const file_canopy_v1_tree_proto_rawDesc = "" +
 	"\x02ni\x18\x06 \x01(\v2\x1d.canopy.v1.NetworkImprecisionR\x02ni\x126\n" +
 	"\bgroup_ni\x18\a \x03(\v2\x1b.canopy.v1.GroupImprecisionR\agroupNi\x122\n" +
 	"\bchildren\x18\b \x03(\v2\x16.canopy.v1.ChildStatusR\bchildren\x12%\n" +
-	"\x0econfig_version\x18\t \x01(\x04R\rconfigVersion\"r\n" +
+	"\x0econfig_version\x18\t \x01(\x04R\rconfigVersion\x12\x14\n" +
+	"\x05moved\x18\n" +
+	" \x01(\bR\x05moved\"r\n" +
 	"\tSeriesDef\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\x04R\x03ref\x12(\n" +
 	"\x06labels\x18\x02 \x03(\v2\x10.canopy.v1.LabelR\x06labels\x12)\n" +
