@@ -428,6 +428,13 @@ func (a *Aggregator) Report(states map[string]canopyv1.ChildState) *Report {
 			}
 		}
 	}
+	for id := range states {
+		if _, ok := a.members[id]; !ok {
+			// Accepted, no heartbeat yet: a member whose data is not here.
+			rep.Children[id] = NI{All: 1}
+			rep.NI.All++
+		}
+	}
 	for _, k := range slices.Sorted(maps.Keys(parts)) {
 		rep.Partials = append(rep.Partials, parts[k])
 	}

@@ -115,6 +115,10 @@ type Node struct {
 	// is until when our new parent must report us as possibly duplicated.
 	prevCounts time.Time
 	dupUntil   time.Time
+	// leaveAfterBeat tells the parent we moved away from (at leaveTo) that
+	// we left, once the new parent has our first heartbeat.
+	leaveAfterBeat *canopyv1.LeaveRequest
+	leaveTo        string
 
 	// parent side
 	children  map[string]*child
@@ -190,7 +194,7 @@ func (n *Node) ID() string { return n.cfg.ID }
 
 // Moved reports whether the node re-attached under a new parent while the
 // parent it lost may still count it: its subtree counts in dup.
-func (n *Node) Moved() bool { return n.now.Before(n.dupUntil) }
+func (n *Node) Moved() bool { return n.now.Before(n.dupUntil) || n.leaveAfterBeat != nil }
 
 // Parent is the current parent, or nil.
 func (n *Node) Parent() *canopyv1.NodeInfo {
@@ -714,7 +718,11 @@ func (n *Node) onJoin(to string, resp proto.Message, err error) {
 		n.stats.Reparents++
 	}
 	if old != nil && old.Address != to {
-		n.send(old.Address, &canopyv1.LeaveRequest{NodeId: n.cfg.ID, Reason: "moved to " + r.Parent.Id})
+		// The old parent keeps counting us until our data reaches the new
+		// one: tell it we left after the first heartbeat there, which
+		// says we moved (both may count us for that moment).
+		n.leaveAfterBeat = &canopyv1.LeaveRequest{NodeId: n.cfg.ID, Reason: "moved to " + r.Parent.Id}
+		n.leaveTo = old.Address
 	}
 	n.events = append(n.events, Event{Kind: ParentChanged, Addr: to, ID: r.Parent.Id})
 }
@@ -737,6 +745,10 @@ func (n *Node) onHeartbeat(to string, resp proto.Message, err error) {
 	}
 	n.bo.Reset()
 	n.lastBeat = n.now
+	if n.leaveAfterBeat != nil {
+		n.send(n.leaveTo, n.leaveAfterBeat)
+		n.leaveAfterBeat, n.leaveTo = nil, ""
+	}
 	r := resp.(*canopyv1.HeartbeatResponse)
 	if r.Parent != nil {
 		n.parent = dialled(r.Parent, to)
