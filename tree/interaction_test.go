@@ -19,12 +19,13 @@ import (
 // with -rewrite to regenerate the expected output after a deliberate
 // change. Commands:
 //
-//	node id=ID [root] [limit=N] [cap=(CORES,GIB,MBPS)] [uptime=DUR] [leaf-only] [supernode] [static=ADDR]
+//	node id=ID [root] [limit=N] [dc=DC] [cap=(CORES,GIB,MBPS)] [uptime=DUR] [leaf-only] [supernode] [static=ADDR]
 //	rtt A B DUR          link round-trip time (default 1ms)
 //	run DUR              advance virtual time (100 ms ticks), then print the tree
 //	kill ID | restart ID | leave ID | depart ID
 //	cut A B | heal
 //	tree | stats ID
+//	ni                   the root's network imprecision: tree, per dc, per subtree
 func TestInteraction(t *testing.T) {
 	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
 		env := newScriptEnv()
@@ -38,10 +39,21 @@ type scriptEnv struct {
 	net  *MemNetwork
 	cfgs map[string]Config
 	root string
+	ni   func(root *Node) string
 }
 
+// ScriptData, set by the external test package (which may import the
+// supernode package without a cycle), gives the scripts a data plane: the
+// supernodes' aggregators carried in heartbeats, and a printer of the
+// root's network imprecision for the ni command.
+var ScriptData func() (DataPlane, func(root *Node) string)
+
 func newScriptEnv() *scriptEnv {
-	return &scriptEnv{net: NewMemNetwork(scriptStart), cfgs: map[string]Config{}}
+	e := &scriptEnv{net: NewMemNetwork(scriptStart), cfgs: map[string]Config{}}
+	if ScriptData != nil {
+		e.net.Data, e.ni = ScriptData()
+	}
+	return e
 }
 
 func scriptConfig(id string) Config {
@@ -119,6 +131,11 @@ func (e *scriptEnv) handle(t *testing.T, d *datadriven.TestData) string {
 	case "heal":
 		e.net.Heal()
 		return ""
+	case "ni":
+		if e.ni == nil {
+			t.Fatal("ni needs the data plane (ScriptData)")
+		}
+		return e.ni(e.net.Node(e.root))
 	case "stats":
 		s := e.net.Node(arg(t, d)).Stats()
 		return fmt.Sprintf("joins=%d reparents=%d promoted=%d demoted=%d", s.Joins, s.Reparents, s.Promoted, s.Demoted)
@@ -172,6 +189,9 @@ func (e *scriptEnv) addNode(t *testing.T, d *datadriven.TestData) string {
 		var up string
 		d.ScanArgs(t, "min-uptime", &up)
 		cfg.MinUptime = mustDuration(t, up)
+	}
+	if d.HasArg("dc") {
+		d.ScanArgs(t, "dc", &cfg.DC)
 	}
 	cfg.LeafOnly = d.HasArg("leaf-only")
 	if d.HasArg("supernode") {
