@@ -286,6 +286,7 @@ func (s *Service) Latest(ctx context.Context, req *canopyv1.LatestRequest) (*can
 	resp := &canopyv1.LatestResponse{}
 	n, err := s.scan(ctx, t, extra, mint, maxt, true, func(ls labels.Labels, samples []batch.Sample) error {
 		resp.Series = append(resp.Series, toProtoSeries(ls, samples))
+		groupNI(resp, ls, samples)
 		return nil
 	})
 	if err != nil {
@@ -297,6 +298,27 @@ func (s *Service) Latest(ctx context.Context, req *canopyv1.LatestRequest) (*can
 		}
 	}
 	return resp, nil
+}
+
+// groupNI fills the answer's imprecision from the dc's canopy_ni_*
+// series (scope "group"); the per-aggregate ones travel as series beside
+// each aggregate.
+func groupNI(resp *canopyv1.LatestResponse, ls labels.Labels, samples []batch.Sample) {
+	if ls.Get("scope") != "group" || len(samples) == 0 {
+		return
+	}
+	v := uint64(samples[len(samples)-1].V)
+	if resp.Ni == nil {
+		resp.Ni = &canopyv1.NetworkImprecision{}
+	}
+	switch ls.Get(labels.MetricName) {
+	case "canopy_ni_all":
+		resp.Ni.All = v
+	case "canopy_ni_reachable":
+		resp.Ni.Reachable = v
+	case "canopy_ni_dup":
+		resp.Ni.Dup = v
+	}
 }
 
 func (s *Service) latestQuery(tg *canopyv1.Target) (target, []*labels.Matcher, int64, int64, error) {

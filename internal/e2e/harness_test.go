@@ -106,14 +106,22 @@ func startRootOn(t *testing.T, g net.Listener) *rootRun {
 // startRootConfigured runs a root with a child limit (0: none) and window.
 func startRootConfigured(t *testing.T, g net.Listener, childLimit int, window time.Duration) *rootRun {
 	t.Helper()
-	r, err := root.Open(root.Options{
-		ID: "root", Address: g.Addr().String(), DataDir: t.TempDir(), ChildLimit: childLimit,
+	return startRootWith(t, g, func(o *root.Options) { o.ChildLimit, o.Window = childLimit, window })
+}
+
+// startRootWith lets a test adjust the root's options.
+func startRootWith(t *testing.T, g net.Listener, adjust func(*root.Options)) *rootRun {
+	t.Helper()
+	opts := root.Options{
+		ID: "root", Address: g.Addr().String(), DataDir: t.TempDir(),
 		Retention: 24 * time.Hour, OutOfOrderWindow: time.Hour,
 		Window: window, MaxMessageBytes: 4 << 20,
 		Limits:      batch.DecodeLimits{MaxSeries: 100_000, MaxSamples: 500_000, MaxLabelsPerSet: 64, MaxLabelNameLen: 128, MaxLabelValueLen: 1024, MaxDictionarySize: 1_000_000},
 		Ingest:      root.IngestConfig{MaxAge: time.Hour, MaxFuture: time.Minute},
 		ForgetAfter: time.Minute,
-	}, testLogger(t))
+	}
+	adjust(&opts)
+	r, err := root.Open(opts, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,7 @@ type nodeProcess struct {
 
 const selforgWindow = 500 * time.Millisecond
 
-func startNodeProcess(t *testing.T, id, root, stateDir string) *nodeProcess {
+func startNodeProcess(t *testing.T, id, root, stateDir string, env ...string) *nodeProcess {
 	p := &nodeProcess{t: t, id: id}
 	p.env = append(os.Environ(),
 		"CANOPY_NODE_ID="+id, "CANOPY_NODE_DC=dc"+id[len(id)-1:], "CANOPY_NODE_ROOTS="+root,
@@ -41,6 +41,7 @@ func startNodeProcess(t *testing.T, id, root, stateDir string) *nodeProcess {
 		"CANOPY_TREE_FORGET_AFTER=20s",
 		"CANOPY_BATCH_WINDOW="+selforgWindow.String(), "CANOPY_BATCH_RETRANSMIT_AFTER=10s", "CANOPY_BATCH_DRAIN_TIMEOUT=5s",
 		"CANOPY_SCRAPE_INTERVAL=500ms", "CANOPY_SCRAPE_TIMEOUT=500ms", "CANOPY_LOG_LEVEL=warn")
+	p.env = append(p.env, env...)
 	p.start()
 	t.Cleanup(func() { p.signal(syscall.SIGKILL) })
 	return p
