@@ -168,8 +168,8 @@ func writeTree(out io.Writer, t *canopyv1.TopologyResponse) error {
 		children[n.ParentId] = append(children[n.ParentId], n)
 	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tROLE\tLEVEL\tCHILDREN\tSUBTREE\tCAPACITY\tRTT\tSTATE\tLAST HEARTBEAT")
-	fmt.Fprintf(tw, "%s\troot\t0\t%d/%s\t%d\t-\t-\t-\t-\n", t.Root.Id, t.Root.ChildCount, limit(t.Root.ChildLimit), t.Root.SubtreeSize)
+	fmt.Fprintln(tw, "NODE\tROLE\tLEVEL\tCHILDREN\tSUBTREE\tCAPACITY\tRTT\tSTATE\tLAST HEARTBEAT\tNI ALL/REACHABLE/DUP")
+	fmt.Fprintf(tw, "%s\troot\t0\t%d/%s\t%d\t-\t-\t-\t-\t%s\n", t.Root.Id, t.Root.ChildCount, limit(t.Root.ChildLimit), t.Root.SubtreeSize, imprecision(t.Ni))
 	var walk func(parent string, depth int)
 	walk = func(parent string, depth int) {
 		kids := children[parent]
@@ -192,13 +192,41 @@ func writeTree(out io.Writer, t *canopyv1.TopologyResponse) error {
 			if state != "healthy" {
 				state = strings.ToUpper(state) // suspect and dead stand out
 			}
-			fmt.Fprintf(tw, "%s%s\t%s\t%d\t%s\t%d\t%.1f\t%s\t%s\t%s\n", strings.Repeat("  ", depth), n.Node.Id, role, depth,
-				kids, max(n.Node.SubtreeSize, 1), n.Node.GetCapacity().GetScore(), rtt, state, last)
+			fmt.Fprintf(tw, "%s%s\t%s\t%d\t%s\t%d\t%.1f\t%s\t%s\t%s\t%s\n", strings.Repeat("  ", depth), n.Node.Id, role, depth,
+				kids, max(n.Node.SubtreeSize, 1), n.Node.GetCapacity().GetScore(), rtt, state, last, imprecision(n.Ni))
 			walk(n.Node.Id, depth+1)
 		}
 	}
 	walk(t.Root.Id, 1)
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(t.GroupNi) == 0 {
+		return nil
+	}
+	fmt.Fprintln(out, "\nDC\tNI ALL/REACHABLE/DUP")
+	for _, g := range t.GroupNi {
+		dc := "-"
+		for _, l := range g.Group {
+			dc = l.Value
+		}
+		fmt.Fprintf(out, "%s\t%s\n", dc, imprecision(g.Ni))
+	}
+	return nil
+}
+
+// imprecision prints all/reachable/dup, flagged when an aggregate over it
+// cannot be trusted (reachable < all or dup > 0). The root reports it for
+// the tree, each dc and each of its own subtrees.
+func imprecision(ni *canopyv1.NetworkImprecision) string {
+	if ni == nil {
+		return "-"
+	}
+	s := fmt.Sprintf("%d/%d/%d", ni.All, ni.Reachable, ni.Dup)
+	if ni.Reachable != ni.All || ni.Dup > 0 {
+		s += " IMPRECISE"
+	}
+	return s
 }
 
 func limit(n uint32) string {

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/canopytree/canopy/batch"
+	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
 	"github.com/canopytree/canopy/root"
 )
 
@@ -86,6 +87,30 @@ func TestCommands(t *testing.T) {
 		err := run(append([]string{"--root", addr}, tc.args...), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestTreeShowsImprecision(t *testing.T) {
+	ni := func(all, reach, dup uint64) *canopyv1.NetworkImprecision {
+		return &canopyv1.NetworkImprecision{All: all, Reachable: reach, Dup: dup}
+	}
+	top := &canopyv1.TopologyResponse{
+		Root: &canopyv1.NodeInfo{Id: "root", ChildCount: 2},
+		Ni:   ni(5, 4, 1),
+		Nodes: []*canopyv1.TopologyNode{
+			{Node: &canopyv1.NodeInfo{Id: "s1", Role: canopyv1.Role_ROLE_SUPERNODE}, ParentId: "root", State: canopyv1.ChildState_CHILD_STATE_HEALTHY, Ni: ni(3, 3, 0)},
+			{Node: &canopyv1.NodeInfo{Id: "s2", Role: canopyv1.Role_ROLE_SUPERNODE}, ParentId: "root", State: canopyv1.ChildState_CHILD_STATE_SUSPECT, Ni: ni(2, 1, 1)},
+		},
+		GroupNi: []*canopyv1.GroupImprecision{{Group: []*canopyv1.Label{{Name: "dc", Value: "eu-1"}}, Ni: ni(5, 4, 1)}},
+	}
+	var out bytes.Buffer
+	if err := writeTree(&out, top); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"NI ALL/REACHABLE/DUP", "5/4/1 IMPRECISE", "3/3/0\n", "2/1/1 IMPRECISE", "eu-1\t5/4/1 IMPRECISE"} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("tree output lacks %q:\n%s", w, out.String())
 		}
 	}
 }

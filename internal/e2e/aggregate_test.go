@@ -77,7 +77,8 @@ func startMovingLeaf(t *testing.T, id, dc, rootAddr, targetURL string) *node.Nod
 // the root forgets it the NI clears and the sums are right again. Over
 // the whole run, every window the root stored as trusted (reachable ==
 // all, dup == 0) has the exact sum. A series the target stops exposing
-// ends in the TSDB with a staleness marker and leaves the sum.
+// ends in the TSDB with a staleness marker and leaves the sum. Rules
+// changed at the root reach every leaf within a few windows.
 func TestDCAggregatesThroughAFailure(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
@@ -101,12 +102,13 @@ func TestDCAggregatesThroughAFailure(t *testing.T) {
 
 	want := map[string]float64{}
 	var targets []*loadTarget
+	var leaves []*node.Node
 	for i := range 6 {
 		dc := []string{"eu-1", "us-1"}[i%2]
 		lt := newLoadTarget(t, int64(10*(i+1)))
 		targets = append(targets, lt)
 		want[dc] += float64(10 * (i + 1))
-		startMovingLeaf(t, fmt.Sprintf("leaf%d", i), dc, r.grpcAddr, lt.URL)
+		leaves = append(leaves, startMovingLeaf(t, fmt.Sprintf("leaf%d", i), dc, r.grpcAddr, lt.URL))
 	}
 	trusted := func(dc string) (sum float64, ni *canopyv1.NetworkImprecision, ok bool) {
 		resp, err := r.Reader.Latest(context.Background(), &canopyv1.LatestRequest{Target: &canopyv1.Target{DcId: dc}})
@@ -196,6 +198,26 @@ func TestDCAggregatesThroughAFailure(t *testing.T) {
 	eventually(t, 10*time.Second, "a staleness marker in the TSDB", func() bool {
 		return endsStale(t, r, labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, "canopy_test_load"), labels.MustNewMatcher(labels.MatchEqual, "node", "leaf5"))
 	})
+
+	// A rule changed at the root reaches every leaf within a few windows.
+	changed := time.Now()
+	if err := r.SetControl(&canopyv1.Control{
+		AggregationRules: []*canopyv1.AggregationRule{rule},
+		FilterRules:      []*canopyv1.FilterRule{{Matchers: rule.Matchers, Relative: 0.01}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	version := r.Parent.Control().ConfigVersion
+	eventually(t, 10*time.Second, "every leaf applies the new rules", func() bool {
+		for _, l := range leaves {
+			if l.ConfigVersion() != version {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("new rules applied by every leaf %s (%.1f windows) after the change at the root",
+		time.Since(changed).Round(time.Millisecond), float64(time.Since(changed))/float64(aggWindow))
 }
 
 // endsStale reports whether the selected series' last stored sample is a

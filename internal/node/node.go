@@ -238,6 +238,14 @@ func (n *Node) drain() {
 	}
 }
 
+// ConfigVersion is the version of the configuration pushed down from the
+// root that the node applied (0: none yet).
+func (n *Node) ConfigVersion() uint64 {
+	n.configMu.Lock()
+	defer n.configMu.Unlock()
+	return n.configVersion
+}
+
 // annotate adds the data part of a heartbeat: the configuration version
 // applied and, on a supernode, the report of its descendants.
 func (n *Node) annotate(hb *canopyv1.HeartbeatRequest) {
