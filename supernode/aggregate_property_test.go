@@ -21,11 +21,11 @@ type propLeaf struct {
 	// reported are the values as of the last window a parent received:
 	// what any aggregate can know (within the failure detector's deadline).
 	reported []float64
-	filter *filter.Filter
-	sealed [][]batch.Series
-	parent string // "" while detached
-	prev   string
-	acked  int    // windows the current parent has
+	filter   *filter.Filter
+	sealed   [][]batch.Series
+	parent   string // "" while detached
+	prev     string
+	acked    int // windows the current parent has
 	// moved until this step: the old parent may still count it.
 	movedUntil int
 }

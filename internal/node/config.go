@@ -6,7 +6,6 @@ import (
 	"os"
 	"time"
 
-
 	"github.com/canopytree/canopy/batch"
 	"github.com/canopytree/canopy/filter"
 	"github.com/canopytree/canopy/internal/config"
