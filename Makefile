@@ -25,7 +25,7 @@ test:
 	$(GO) test -race -count=1 ./...
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./batch/ ./root/ ./leaf/ ./filter/
+	$(GO) test -run '^$$' -bench . -benchmem ./batch/ ./root/ ./leaf/ ./filter/ ./supernode/ ./bench/
 
 # The tree simulation at full size (100,000 nodes; `make test` runs a
 # smaller one under the race detector).

@@ -5,9 +5,12 @@
 //	canopyctl [--root ADDR] range node|dc|container|app ID START [END]
 //	canopyctl [--root ADDR] range all START [END]
 //	canopyctl [--root ADDR] tree
+//	canopyctl record [--interval 2s] [--duration 3m] URL FILE
 //
 // Timestamps are Unix seconds, Unix milliseconds, RFC 3339 or "now"; an
-// omitted END means now. Output is OpenMetrics text.
+// omitted END means now. Output is OpenMetrics text. record scrapes URL
+// every interval and writes a recording (package bench/recording) that the
+// bench and tests replay.
 package main
 
 import (
@@ -15,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"sort"
@@ -28,6 +32,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/canopytree/canopy/batch"
+	"github.com/canopytree/canopy/bench/recording"
 	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
 	"github.com/canopytree/canopy/reader"
 )
@@ -43,18 +48,29 @@ const usage = `usage:
   canopyctl [--root ADDR] latest node|dc ID
   canopyctl [--root ADDR] range node|dc|container|app ID START [END]
   canopyctl [--root ADDR] range all START [END]
-  canopyctl [--root ADDR] tree`
+  canopyctl [--root ADDR] tree
+  canopyctl record [--interval 2s] [--duration 3m] URL FILE`
 
 func run(args []string, out io.Writer) error {
 	flags := pflag.NewFlagSet("canopyctl", pflag.ContinueOnError)
 	addr := flags.String("root", envOr("CANOPY_ROOT", "127.0.0.1:7070"), "root gRPC address (env CANOPY_ROOT)")
 	timeout := flags.Duration("timeout", 30*time.Second, "request timeout")
+	interval := flags.Duration("interval", 2*time.Second, "record: scrape interval")
+	duration := flags.Duration("duration", 3*time.Minute, "record: how long to record")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
 	args = flags.Args()
 	if len(args) == 0 {
 		return errors.New(usage)
+	}
+	if args[0] == "record" {
+		if len(args) != 3 {
+			return errors.New(usage)
+		}
+		ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
+		defer cancel()
+		return record(ctx, args[1], args[2], *interval, *duration, out)
 	}
 	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -241,4 +257,62 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// record scrapes url every interval for duration into a recording at path.
+func record(ctx context.Context, url, path string, interval, duration time.Duration, log io.Writer) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := recording.NewWriter(f)
+	client := &http.Client{Timeout: interval}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	end := time.Now().Add(duration)
+	frames, bytes := 0, 0
+	for now := time.Now(); now.Before(end); {
+		frame, err := scrapeOnce(ctx, client, url, now)
+		if err != nil {
+			f.Close()
+			return err
+		}
+		if err := w.Write(frame); err != nil {
+			f.Close()
+			return err
+		}
+		frames, bytes = frames+1, bytes+len(frame.Body)
+		select {
+		case <-ctx.Done():
+			end = now
+		case now = <-tick.C:
+		}
+	}
+	if err := w.Close(); err != nil {
+		f.Close()
+		return err
+	}
+	fmt.Fprintf(log, "recorded %d scrapes (%d bytes of exposition) into %s\n", frames, bytes, path)
+	return f.Close()
+}
+
+func scrapeOnce(ctx context.Context, client *http.Client, url string, now time.Time) (recording.Frame, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return recording.Frame{}, err
+	}
+	req.Header.Set("Accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")
+	resp, err := client.Do(req)
+	if err != nil {
+		return recording.Frame{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return recording.Frame{}, fmt.Errorf("scrape %s: %s", url, resp.Status)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return recording.Frame{}, fmt.Errorf("scrape %s: %w", url, err)
+	}
+	return recording.Frame{TimestampMs: now.UnixMilli(), ContentType: resp.Header.Get("Content-Type"), Body: body}, nil
 }
