@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/canopytree/canopy/bench/recording"
 	"github.com/canopytree/canopy/batch"
+	"github.com/canopytree/canopy/bench/recording"
 	"github.com/canopytree/canopy/filter"
 	"github.com/canopytree/canopy/internal/grpcsnappy"
 	"github.com/canopytree/canopy/leaf"

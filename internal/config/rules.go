@@ -108,12 +108,12 @@ func (r AggregationRule) Proto(key string) (*canopyv1.AggregationRule, error) {
 }
 
 // DefaultAggregationRules give the c12s paper's DC-level machine metrics,
-// from the built-in machine collector (job="machine", so a node_exporter
+// from the built-in machine collector (job="canopy", leaf.MachineJob, so a node_exporter
 // target on the same node is not counted twice): memory and CPU cores
 // (total and busy), filesystem size and free space, network receive and
 // transmit (loopback excluded).
 func DefaultAggregationRules() []AggregationRule {
-	machine := map[string]string{"job": "machine"}
+	machine := map[string]string{"job": "canopy"}
 	return []AggregationRule{
 		{Selector: Selector{Metric: "node_memory_MemTotal_bytes|canopy_machine_cpu_cores", Labels: machine}, Functions: []string{"sum", "count"}},
 		{Selector: Selector{Metric: "node_memory_MemAvailable_bytes|canopy_machine_cpu_busy_cores", Labels: machine}, Functions: []string{"sum", "min", "max", "avg"}},
