@@ -70,6 +70,14 @@ func (s *Safe) ChildStates() map[string]canopyv1.ChildState {
 	return s.n.ChildStates()
 }
 
+// Moved reports whether the node's subtree counts in dup.
+func (s *Safe) Moved() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.n.now = s.now()
+	return s.n.Moved()
+}
+
 // Parent is the current parent, or nil.
 func (s *Safe) Parent() *canopyv1.NodeInfo {
 	s.mu.Lock()

@@ -290,3 +290,33 @@ func series(t *testing.T, r *rootRun, metric string, kv ...string) map[int64]flo
 	}
 	return out
 }
+
+// TestAggregateOnly: a rule marked aggregate-only keeps the node series
+// out of storage; the root stores only the group aggregate, and every
+// other series of the same nodes as before.
+func TestAggregateOnly(t *testing.T) {
+	r := startRootWith(t, listen(t), func(o *root.Options) {
+		o.Control = &canopyv1.Control{AggregationRules: []*canopyv1.AggregationRule{{
+			Matchers:      []*canopyv1.LabelMatcher{{Name: "__name__", Type: canopyv1.MatchType_MATCH_TYPE_EQUAL, Value: "node_memory_MemTotal_bytes"}},
+			Functions:     []canopyv1.AggregateFunction{canopyv1.AggregateFunction_AGGREGATE_FUNCTION_SUM},
+			AggregateOnly: true,
+		}}}
+	})
+	startLeaf(t, "a1", "eu-1", r.grpcAddr)
+	startLeaf(t, "a2", "eu-1", r.grpcAddr)
+	eventually(t, 20*time.Second, "the dc aggregate of both leaves", func() bool {
+		sums := series(t, r, "dc:node_memory_MemTotal_bytes:sum", "dc", "eu-1")
+		for _, v := range sums {
+			if v == 2*(8<<30) {
+				return true
+			}
+		}
+		return false
+	})
+	if raw := series(t, r, "node_memory_MemTotal_bytes"); len(raw) != 0 {
+		t.Fatalf("aggregate-only node series reached storage: %d samples", len(raw))
+	}
+	if len(series(t, r, "node_load1", "node", "a1")) == 0 {
+		t.Fatal("the leaf's other series are missing")
+	}
+}

@@ -229,7 +229,8 @@ func (n *Node) leave() {
 func (n *Node) drain() {
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.Batch.DrainTimeout)
 	defer cancel()
-	status := &canopyv1.HeartbeatRequest{Node: n.Members.Info()}
+	status := &canopyv1.HeartbeatRequest{Node: n.Members.Info(), Moved: n.Members.Moved()}
+	n.annotate(status)
 	if _, err := n.Agent.Heartbeat(ctx, status); err != nil {
 		n.log.Warn("final heartbeat failed", "err", err)
 	}
