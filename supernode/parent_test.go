@@ -242,3 +242,30 @@ func TestSupernodeForwardsAndRoutesAcks(t *testing.T) {
 		t.Fatalf("acknowledged batch queued again (%d pending)", n)
 	}
 }
+
+// Configuration set at a parent goes to each child with its heartbeat
+// replies until the child reports the version, beside whatever the tree
+// protocol itself tells the child.
+func TestControlUntilApplied(t *testing.T) {
+	p, _, client := serve(t, 10)
+	join(t, client, "c1")
+	ctx := context.Background()
+	p.SetControl(&canopyv1.Control{ConfigVersion: 7, KeyframeWindows: 3, FilterRules: []*canopyv1.FilterRule{{Relative: 0.01}}})
+	resp, err := client.Heartbeat(ctx, heartbeat("c1", 1, goodLabels, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := resp.Control; c.GetConfigVersion() != 7 || c.KeyframeWindows != 3 || len(c.FilterRules) != 1 || c.Promote || c.Rejoin != nil {
+		t.Fatalf("first reply's control: %v", c)
+	}
+	req := heartbeat("c1", 1, goodLabels, 1)
+	req.ConfigVersion = 7
+	if resp, err = client.Heartbeat(ctx, req); err != nil || resp.Control != nil {
+		t.Fatalf("control repeated after the child applied it: %v %v", resp.GetControl(), err)
+	}
+	// withConfig keeps the tree protocol's part.
+	c := withConfig(&canopyv1.Control{Promote: true}, p.Control())
+	if !c.Promote || c.ConfigVersion != 7 || p.Control().Promote {
+		t.Fatalf("merged %v (config %v)", c, p.Control())
+	}
+}
