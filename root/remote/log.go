@@ -391,10 +391,12 @@ func (c *Cursor) save() error {
 	return os.Rename(tmp, c.path())
 }
 
-// Record is what a cursor read: the samples and the position after them.
+// Record is what a cursor read: the samples, the position after them,
+// and the record's size in the log.
 type Record struct {
 	Samples []Sample
 	Next    Position
+	Bytes   int64
 }
 
 // Next returns the next record, or, when the cursor has read everything,
@@ -419,8 +421,8 @@ func (c *Cursor) Next() (*Record, <-chan struct{}, error) {
 		i++
 		from = Position{Segment: l.segs[i].index}
 	}
+	c.read = from
 	if from.Offset >= l.segs[i].size {
-		c.read = from
 		notify := l.notify
 		l.mu.Unlock()
 		return nil, notify, nil
@@ -450,9 +452,15 @@ func (c *Cursor) Next() (*Record, <-chan struct{}, error) {
 	}
 	next := Position{Segment: from.Segment, Offset: from.Offset + n}
 	l.mu.Lock()
+	if c.read != from {
+		// The bound removed the segment while we read it and counted
+		// this record as lost: it must not be delivered too.
+		l.mu.Unlock()
+		return c.Next()
+	}
 	c.read = next
 	l.mu.Unlock()
-	return &Record{Samples: samples, Next: next}, nil, nil
+	return &Record{Samples: samples, Next: next, Bytes: n}, nil, nil
 }
 
 // Position is where the cursor will read next after a restart: past
@@ -466,13 +474,34 @@ func (c *Cursor) Position() Position {
 // Commit records that everything before p was delivered (or dropped and
 // counted).
 func (c *Cursor) Commit(p Position) error {
-	c.log.mu.Lock()
-	defer c.log.mu.Unlock()
+	l := c.log
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if p.Segment < c.pos.Segment || p.Segment == c.pos.Segment && p.Offset <= c.pos.Offset {
 		return nil // the bound moved it further already
 	}
 	c.pos = p
-	return c.save()
+	if err := c.save(); err != nil {
+		return err
+	}
+	return l.removeConsumed()
+}
+
+// removeConsumed deletes the oldest segments every cursor has committed
+// past. Must hold mu.
+func (l *Log) removeConsumed() error {
+	for len(l.segs) > 1 {
+		for _, c := range l.cursors {
+			if c.pos.Segment <= l.segs[0].index {
+				return nil
+			}
+		}
+		if err := os.Remove(l.segPath(l.segs[0].index)); err != nil {
+			return fmt.Errorf("remote log: %w", err)
+		}
+		l.segs = l.segs[1:]
+	}
+	return nil
 }
 
 // Dropped is how many samples this cursor lost past the bound.

@@ -26,6 +26,7 @@ type Metrics struct {
 	dropped               *prometheus.CounterVec
 	latency               *prometheus.GaugeVec
 	requests              *prometheus.HistogramVec
+	queue                 *queueGauges
 }
 
 // NewMetrics registers the remote-write metrics with reg.
@@ -44,6 +45,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.sent, m.failed, m.retried, m.dropped, m.latency, m.requests)
 	}
+	m.queue = newQueueGauges(reg)
 	return m
 }
 
