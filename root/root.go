@@ -9,11 +9,14 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -25,6 +28,7 @@ import (
 	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
 	"github.com/canopytree/canopy/proto/openapi"
 	"github.com/canopytree/canopy/reader"
+	"github.com/canopytree/canopy/root/remote"
 	"github.com/canopytree/canopy/supernode"
 	"github.com/canopytree/canopy/tree"
 )
@@ -60,9 +64,13 @@ type Options struct {
 	// Control is the configuration pushed down the tree: filter rules, the
 	// keyframe period and the aggregation rules the root finalises. Its
 	// version is assigned here.
-	Control  *canopyv1.Control
-	Instance uint64
-	Now      func() time.Time
+	Control *canopyv1.Control
+	// Remote lists the remote-write endpoints; RemoteLog bounds the
+	// durable queue they read from (in DataDir/remote-write).
+	Remote    []remote.Endpoint
+	RemoteLog remote.LogConfig
+	Instance  uint64
+	Now       func() time.Time
 }
 
 // Root is the running top of the tree.
@@ -78,6 +86,8 @@ type Root struct {
 
 	agg       *supernode.Aggregator
 	finaliser *finaliser
+	remoteLog *remote.Log
+	queues    []*remote.Queue
 }
 
 // Open opens storage and wires the root's components.
@@ -98,9 +108,17 @@ func Open(opts Options, log *slog.Logger) (*Root, error) {
 		return nil, fmt.Errorf("open TSDB in %s: %w", opts.DataDir, err)
 	}
 	r := &Root{opts: opts, log: log, reg: reg, DB: db}
+	var store storage.Appendable = db
+	if len(opts.Remote) > 0 {
+		if err := r.openRemote(); err != nil {
+			db.Close()
+			return nil, err
+		}
+		store = remoteTee{db: db, log: r.remoteLog}
+	}
 	ingestCfg := opts.Ingest
 	ingestCfg.Now = opts.Now
-	r.Ingester = NewIngester(ingestCfg, db, func(acks []*canopyv1.Ack) { r.Parent.Acknowledge(acks) }, reg)
+	r.Ingester = NewIngester(ingestCfg, store, func(acks []*canopyv1.Ack) { r.Parent.Acknowledge(acks) }, reg)
 	tc := tree.DefaultConfig(opts.ID)
 	tc.IsRoot, tc.Address, tc.Window, tc.ForgetAfter, tc.ChildLimit = true, opts.Address, opts.Window, opts.ForgetAfter, opts.ChildLimit
 	if tc.ChildLimit == 0 {
@@ -114,12 +132,12 @@ func Open(opts Options, log *slog.Logger) (*Root, error) {
 	}
 	core, err := tree.NewNode(tc, opts.Now())
 	if err != nil {
-		db.Close()
+		r.Close()
 		return nil, fmt.Errorf("tree: %w", err)
 	}
 	r.Members = tree.NewSafe(core, opts.Now)
 	r.agg = supernode.NewAggregator(nil)
-	r.finaliser = newFinaliser(db, r.agg)
+	r.finaliser = newFinaliser(store, r.agg)
 	r.Parent = supernode.NewParent(supernode.Config{
 		Limits:      opts.Limits,
 		Instance:    opts.Instance,
@@ -129,7 +147,7 @@ func Open(opts Options, log *slog.Logger) (*Root, error) {
 	}, r.Members, r.Ingester, reg, log.With("component", "parent"))
 	if opts.Control != nil {
 		if err := r.SetControl(opts.Control); err != nil {
-			db.Close()
+			r.Close()
 			return nil, err
 		}
 	}
@@ -137,10 +155,44 @@ func Open(opts Options, log *slog.Logger) (*Root, error) {
 	readerCfg.Now = opts.Now
 	r.Reader, err = reader.NewService(readerCfg, db, r)
 	if err != nil {
-		db.Close()
+		r.Close()
 		return nil, err
 	}
 	return r, nil
+}
+
+// openRemote opens the remote-write log and a queue per endpoint.
+func (r *Root) openRemote() error {
+	lc := r.opts.RemoteLog
+	if lc.Now == nil {
+		lc.Now = r.opts.Now
+	}
+	l, err := remote.OpenLog(filepath.Join(r.opts.DataDir, "remote-write"), lc)
+	if err != nil {
+		return err
+	}
+	r.remoteLog = l
+	m := remote.NewMetrics(r.reg)
+	seen := map[string]bool{}
+	for _, ep := range r.opts.Remote {
+		if seen[ep.Name] {
+			l.Close()
+			return fmt.Errorf("remote write: endpoint name %q used twice", ep.Name)
+		}
+		seen[ep.Name] = true
+		c, err := l.Cursor(ep.Name)
+		if err == nil {
+			var q *remote.Queue
+			if q, err = remote.NewQueue(ep, c, m, r.log.With("component", "remote-write", "endpoint", ep.Name)); err == nil {
+				r.queues = append(r.queues, q)
+			}
+		}
+		if err != nil {
+			l.Close()
+			return err
+		}
+	}
+	return nil
 }
 
 // SetControl replaces the configuration pushed down the tree (filter
@@ -232,6 +284,15 @@ func (r *Root) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error {
 	// The root's tree core only detects failed children; it sends nothing.
 	go ticker.Every(ctx, max(10*time.Millisecond, r.opts.Window/10), func() { r.Members.Tick() })
 	go ticker.Every(ctx, r.opts.Window, r.housekeeping)
+	queueCtx, stopQueues := context.WithCancel(context.Background())
+	var queues sync.WaitGroup
+	for _, q := range r.queues {
+		queues.Go(func() {
+			if err := q.Run(queueCtx); err != nil {
+				r.log.Error("remote write stopped", "err", err)
+			}
+		})
+	}
 
 	select {
 	case <-ctx.Done():
@@ -248,6 +309,10 @@ func (r *Root) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error {
 	case <-shutdownCtx.Done():
 		srv.Stop()
 	}
+	// Nothing is appended any more: the queues stop where they are;
+	// what they had not committed is sent after the next start.
+	stopQueues()
+	queues.Wait()
 	if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) {
 		return err
 	}
@@ -263,4 +328,10 @@ func (r *Root) housekeeping() {
 }
 
 // Close closes storage; call after Serve returned.
-func (r *Root) Close() error { return r.DB.Close() }
+func (r *Root) Close() error {
+	err := r.DB.Close()
+	if r.remoteLog != nil {
+		err = errors.Join(err, r.remoteLog.Close())
+	}
+	return err
+}

@@ -3,13 +3,19 @@ package main
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"regexp"
+	"strings"
 	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/canopytree/canopy/batch"
 	"github.com/canopytree/canopy/internal/config"
 	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
 	"github.com/canopytree/canopy/reader"
 	"github.com/canopytree/canopy/root"
+	"github.com/canopytree/canopy/root/remote"
 )
 
 // Config is the canopy-root configuration file; examples/root.yaml shows
@@ -23,7 +29,53 @@ type Config struct {
 	// Filter and Aggregation are pushed down the tree to every node.
 	Filter      Filter      `mapstructure:"filter"`
 	Aggregation Aggregation `mapstructure:"aggregation"`
+	RemoteWrite RemoteWrite `mapstructure:"remote_write"`
 	Log         config.Log  `mapstructure:"log"`
+}
+
+// RemoteWrite configures persistence to Prometheus remote-write sinks.
+type RemoteWrite struct {
+	// ExternalLabels are added to every series sent (a series' own label
+	// wins), e.g. canopy_root: a, so two roots can feed one
+	// deduplicating sink.
+	ExternalLabels map[string]string `mapstructure:"external_labels"`
+	// The durable queue: segments in storage.data_dir/remote-write, kept
+	// for endpoints that are behind up to max_bytes and max_age.
+	MaxBytes     int64         `mapstructure:"max_bytes"`
+	MaxAge       time.Duration `mapstructure:"max_age"`
+	SegmentBytes int64         `mapstructure:"segment_bytes"`
+	Endpoints    []Endpoint    `mapstructure:"endpoints"`
+}
+
+// Endpoint is one remote-write sink. Zero queue values take Prometheus's
+// defaults.
+type Endpoint struct {
+	Name        string            `mapstructure:"name"`
+	URL         string            `mapstructure:"url"`
+	Timeout     time.Duration     `mapstructure:"timeout"`
+	Username    string            `mapstructure:"username"`
+	Password    string            `mapstructure:"password"`
+	BearerToken string            `mapstructure:"bearer_token"`
+	Headers     map[string]string `mapstructure:"headers"`
+	TLS         struct {
+		CAFile             string `mapstructure:"ca_file"`
+		CertFile           string `mapstructure:"cert_file"`
+		KeyFile            string `mapstructure:"key_file"`
+		ServerName         string `mapstructure:"server_name"`
+		InsecureSkipVerify bool   `mapstructure:"insecure_skip_verify"`
+	} `mapstructure:"tls"`
+	// Keep and Drop are write relabelling: a series is sent when it
+	// matches a keep selector (or there is none) and no drop selector.
+	Keep  []config.Selector `mapstructure:"keep"`
+	Drop  []config.Selector `mapstructure:"drop"`
+	Queue struct {
+		MinShards         int           `mapstructure:"min_shards"`
+		MaxShards         int           `mapstructure:"max_shards"`
+		MaxSamplesPerSend int           `mapstructure:"max_samples_per_send"`
+		BatchSendDeadline time.Duration `mapstructure:"batch_send_deadline"`
+		MinBackoff        time.Duration `mapstructure:"min_backoff"`
+		MaxBackoff        time.Duration `mapstructure:"max_backoff"`
+	} `mapstructure:"queue"`
 }
 
 // Filter is the tree-wide filtering configuration: dead-band rules every
@@ -107,6 +159,7 @@ func Default() Config {
 			LatestMetrics:  reader.DefaultLatestMetrics,
 		},
 		Aggregation: Aggregation{Rules: config.DefaultAggregationRules()},
+		RemoteWrite: RemoteWrite{MaxBytes: 4 << 30, MaxAge: 6 * time.Hour, SegmentBytes: 64 << 20},
 		Log:         config.DefaultLog(),
 	}
 }
@@ -175,15 +228,107 @@ func (c *Config) Validate() error {
 	if _, err := c.Control(); err != nil {
 		return err
 	}
+	if _, err := c.remote(); err != nil {
+		return err
+	}
 	_, err := c.Log.Logger()
 	return err
+}
+
+// remote converts the remote_write section; errors name the key.
+func (c *Config) remote() ([]remote.Endpoint, error) {
+	rw := c.RemoteWrite
+	if rw.MaxBytes < 0 || rw.MaxAge < 0 || rw.SegmentBytes <= 0 {
+		return nil, fmt.Errorf("remote_write.max_bytes, max_age, segment_bytes: must not be negative (segment_bytes positive)")
+	}
+	external := labels.FromMap(rw.ExternalLabels)
+	var out []remote.Endpoint
+	for i, e := range rw.Endpoints {
+		key := fmt.Sprintf("remote_write.endpoints[%d]", i)
+		u, err := url.Parse(e.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("%s.url: %q is not an http(s) URL", key, e.URL)
+		}
+		if e.Name == "" || strings.ContainsAny(e.Name, `/\ `) {
+			return nil, fmt.Errorf("%s.name: %q must be a non-empty name without slashes or spaces", key, e.Name)
+		}
+		q := remote.DefaultQueueConfig()
+		set := func(dst *int, v int) {
+			if v > 0 {
+				*dst = v
+			}
+		}
+		set(&q.MinShards, e.Queue.MinShards)
+		set(&q.MaxShards, e.Queue.MaxShards)
+		set(&q.MaxSamplesPerSend, e.Queue.MaxSamplesPerSend)
+		if e.Queue.BatchSendDeadline > 0 {
+			q.BatchSendDeadline = e.Queue.BatchSendDeadline
+		}
+		if e.Queue.MinBackoff > 0 {
+			q.Retry.MinBackoff = e.Queue.MinBackoff
+		}
+		if e.Queue.MaxBackoff > 0 {
+			q.Retry.MaxBackoff = e.Queue.MaxBackoff
+		}
+		if q.MaxShards < q.MinShards || q.Retry.MaxBackoff < q.Retry.MinBackoff {
+			return nil, fmt.Errorf("%s.queue: max below min", key)
+		}
+		var rl remote.Relabel
+		for j, sel := range e.Keep {
+			ms, err := selectorMatchers(sel, fmt.Sprintf("%s.keep[%d]", key, j))
+			if err != nil {
+				return nil, err
+			}
+			rl.Keep = append(rl.Keep, ms)
+		}
+		for j, sel := range e.Drop {
+			ms, err := selectorMatchers(sel, fmt.Sprintf("%s.drop[%d]", key, j))
+			if err != nil {
+				return nil, err
+			}
+			rl.Drop = append(rl.Drop, ms)
+		}
+		timeout := e.Timeout
+		if timeout <= 0 {
+			timeout = 30 * time.Second
+		}
+		ep := remote.Endpoint{
+			Name: e.Name, Queue: q, Relabel: rl, ExternalLabels: external,
+			Client: remote.ClientConfig{
+				URL: e.URL, Timeout: timeout, Headers: e.Headers,
+				Auth: remote.Auth{Username: e.Username, Password: e.Password, BearerToken: e.BearerToken},
+				TLS: remote.TLSConfig{CAFile: e.TLS.CAFile, CertFile: e.TLS.CertFile, KeyFile: e.TLS.KeyFile,
+					ServerName: e.TLS.ServerName, InsecureSkipVerify: e.TLS.InsecureSkipVerify},
+			},
+		}
+		if _, err := remote.NewClient(ep.Client); err != nil {
+			return nil, fmt.Errorf("%s: %w", key, err)
+		}
+		out = append(out, ep)
+	}
+	return out, nil
+}
+
+func selectorMatchers(s config.Selector, key string) ([]*labels.Matcher, error) {
+	ps, err := s.Proto(key)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := batch.MatchersFromProto(ps)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	return ms, nil
 }
 
 // Options converts the validated file configuration for root.Open.
 func (c *Config) Options() root.Options {
 	control, _ := c.Control() // checked by Validate
+	endpoints, _ := c.remote()
 	return root.Options{
 		Control:          control,
+		Remote:           endpoints,
+		RemoteLog:        remote.LogConfig{MaxBytes: c.RemoteWrite.MaxBytes, MaxAge: c.RemoteWrite.MaxAge, SegmentBytes: c.RemoteWrite.SegmentBytes},
 		ID:               c.Root.ID,
 		DataDir:          c.Storage.DataDir,
 		Retention:        c.Storage.Retention,

@@ -1,8 +1,13 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/proto"
@@ -47,11 +52,63 @@ func TestValidateNamesTheKey(t *testing.T) {
 		},
 		"filter.rules[0]":         func(c *Config) { c.Filter.Rules = []config.FilterRule{{Relative: -1}} },
 		"filter.keyframe_windows": func(c *Config) { c.Filter.KeyframeWindows = -1 },
+		"remote_write.endpoints[0].url": func(c *Config) {
+			c.RemoteWrite.Endpoints = []Endpoint{{Name: "p", URL: "ftp://x"}}
+		},
+		"remote_write.endpoints[0].name": func(c *Config) {
+			c.RemoteWrite.Endpoints = []Endpoint{{Name: "a/b", URL: "http://127.0.0.1:9090/api/v1/write"}}
+		},
+		"remote_write.endpoints[0].keep[0].metric": func(c *Config) {
+			c.RemoteWrite.Endpoints = []Endpoint{{Name: "p", URL: "http://h/w", Keep: []config.Selector{{Metric: "("}}}}
+		},
+		"remote_write.endpoints[0]": func(c *Config) {
+			c.RemoteWrite.Endpoints = []Endpoint{{Name: "p", URL: "http://h/w", Username: "u", BearerToken: "t"}}
+		},
 	} {
 		cfg := Default()
 		mutate(&cfg)
 		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("%s: error %v does not name the key", key, err)
 		}
+	}
+}
+
+func TestRemoteWriteSection(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "root.yaml")
+	os.WriteFile(file, []byte(`remote_write:
+  external_labels: {canopy_root: a}
+  max_bytes: 1000000
+  endpoints:
+    - name: vm
+      url: http://127.0.0.1:8428/api/v1/write
+      bearer_token: tok
+      headers: {X-Scope-OrgID: t1}
+      drop: [{metric: "node_network_.*", labels: {device: lo}}]
+      queue: {max_shards: 4, max_samples_per_send: 500}
+`), 0o644)
+	cfg := Default()
+	if err := config.Load(&cfg, file, pflag.NewFlagSet("x", pflag.ContinueOnError), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	o := cfg.Options()
+	if len(o.Remote) != 1 || o.RemoteLog.MaxBytes != 1000000 || o.RemoteLog.MaxAge != 6*time.Hour {
+		t.Fatalf("options %+v", o)
+	}
+	ep := o.Remote[0]
+	if ep.Name != "vm" || ep.Client.Auth.BearerToken != "tok" || ep.Queue.MaxShards != 4 || ep.Queue.MaxSamplesPerSend != 500 ||
+		ep.Queue.MinShards != 1 || ep.ExternalLabels.Get("canopy_root") != "a" || len(ep.Relabel.Drop) != 1 {
+		t.Fatalf("endpoint %+v", ep)
+	}
+	if ep.Relabel.Sends(labels.FromStrings("__name__", "node_network_receive_bytes_total", "device", "lo")) {
+		t.Fatal("the drop selector lets loopback through")
+	}
+	// A misspelt key in an endpoint is an error naming it.
+	os.WriteFile(file, []byte("remote_write:\n  endpoints:\n    - name: vm\n      url: http://h/w\n      bearer_tokn: x\n"), 0o644)
+	cfg = Default()
+	if err := config.Load(&cfg, file, pflag.NewFlagSet("x", pflag.ContinueOnError), nil); err == nil || !strings.Contains(err.Error(), "bearer_tokn") {
+		t.Fatalf("misspelt key: %v", err)
 	}
 }

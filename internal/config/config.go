@@ -29,7 +29,8 @@ const EnvPrefix = "CANOPY"
 func Load(out any, file string, flags *pflag.FlagSet, flagKeys map[string]string) error {
 	v := viper.New()
 	v.SetConfigType("yaml")
-	setDefaults(v, "", reflect.ValueOf(out).Elem())
+	maps := map[string]bool{} // keys whose value is a map: any sub-key is valid
+	setDefaults(v, "", reflect.ValueOf(out).Elem(), maps)
 	known := map[string]bool{}
 	for _, k := range v.AllKeys() {
 		known[k] = true
@@ -40,7 +41,7 @@ func Load(out any, file string, flags *pflag.FlagSet, flagKeys map[string]string
 			return fmt.Errorf("read config %s: %w", file, err)
 		}
 		for _, k := range v.AllKeys() {
-			if !known[k] {
+			if !known[k] && !underMap(k, maps) {
 				return fmt.Errorf("config %s: unknown key %s", file, k)
 			}
 		}
@@ -99,9 +100,19 @@ func envName(key string) string {
 	return EnvPrefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 
+func underMap(key string, maps map[string]bool) bool {
+	for i := strings.LastIndexByte(key, '.'); i > 0; i = strings.LastIndexByte(key[:i], '.') {
+		if maps[key[:i]] {
+			return true
+		}
+	}
+	return false
+}
+
 // setDefaults registers every leaf field of the defaults struct, so that
-// environment overrides apply to keys the file does not mention.
-func setDefaults(v *viper.Viper, prefix string, val reflect.Value) {
+// environment overrides apply to keys the file does not mention, and
+// notes the map-valued keys.
+func setDefaults(v *viper.Viper, prefix string, val reflect.Value, maps map[string]bool) {
 	t := val.Type()
 	for i := range t.NumField() {
 		f := t.Field(i)
@@ -112,8 +123,11 @@ func setDefaults(v *viper.Viper, prefix string, val reflect.Value) {
 		key := prefix + tag
 		fv := val.Field(i)
 		if fv.Kind() == reflect.Struct && fv.Type() != reflect.TypeFor[time.Duration]() {
-			setDefaults(v, key+".", fv)
+			setDefaults(v, key+".", fv, maps)
 			continue
+		}
+		if fv.Kind() == reflect.Map {
+			maps[key] = true
 		}
 		v.SetDefault(key, fv.Interface())
 	}
