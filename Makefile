@@ -3,7 +3,7 @@
 #   make run          a local tree on loopback (root + supernode + leaves), embedded TSDB
 #   make test         unit and end-to-end tests (race detector on)
 #   make sim          the tree simulation with 100,000 nodes
-#   make integration  installs and starts real services (root only), runs the integration suite
+#   make integration  installs and starts real services (node_exporter, Prometheus, VictoriaMetrics; root only), runs the integration suite
 #   make proto        regenerates protobuf, gRPC, gateway and OpenAPI code offline
 #   make check        proto freshness, buf lint, gofmt, go vet
 

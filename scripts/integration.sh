@@ -17,6 +17,8 @@ trap cleanup EXIT
 
 need_install=()
 command -v prometheus-node-exporter >/dev/null || need_install+=(prometheus-node-exporter)
+command -v prometheus >/dev/null || need_install+=(prometheus)
+command -v victoria-metrics >/dev/null || need_install+=(victoria-metrics)
 if [ ${#need_install[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "integration: need root to apt-get install ${need_install[*]}" >&2
@@ -43,6 +45,22 @@ prometheus-node-exporter --web.listen-address="127.0.0.1:$ne_port" >"$work/node_
 pids+=($!)
 wait_http "127.0.0.1:$ne_port" node_exporter
 export CANOPY_IT_NODE_EXPORTER_URL="http://127.0.0.1:$ne_port/metrics"
+
+# Prometheus as a remote-write receiver: no scraping, its own TSDB.
+prom_port=$(free_port)
+printf 'global:\n  scrape_interval: 1m\n' >"$work/prometheus.yml"
+prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/prometheus" \
+  --web.listen-address="127.0.0.1:$prom_port" --web.enable-remote-write-receiver >"$work/prometheus.log" 2>&1 &
+pids+=($!)
+wait_http "127.0.0.1:$prom_port" prometheus
+export CANOPY_IT_PROMETHEUS_URL="http://127.0.0.1:$prom_port"
+
+vm_port=$(free_port)
+victoria-metrics -storageDataPath="$work/victoria-metrics" -httpListenAddr="127.0.0.1:$vm_port" \
+  -search.latencyOffset=0s >"$work/victoria-metrics.log" 2>&1 &
+pids+=($!)
+wait_http "127.0.0.1:$vm_port" victoria-metrics
+export CANOPY_IT_VICTORIAMETRICS_URL="http://127.0.0.1:$vm_port"
 
 "$GO" test -race -count=1 -tags integration -run 'TestReal' -v ./internal/e2e/ 2>&1 | grep -v '^time=' 
 exit "${PIPESTATUS[0]}"
