@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -30,7 +31,7 @@ const (
 	window         = 250 * time.Millisecond
 )
 
-var nodeBinary string
+var nodeBinary, rootBinary string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "canopy-e2e")
@@ -38,11 +39,14 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	nodeBinary = filepath.Join(dir, "canopy-node")
-	build := exec.Command("go", "build", "-o", nodeBinary, "github.com/canopytree/canopy/cmd/canopy-node")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build canopy-node:", err)
-		os.Exit(1)
+	rootBinary = filepath.Join(dir, "canopy-root")
+	for bin, pkg := range map[string]string{nodeBinary: "./cmd/canopy-node", rootBinary: "./cmd/canopy-root"} {
+		build := exec.Command("go", "build", "-o", bin, "github.com/canopytree/canopy/"+strings.TrimPrefix(pkg, "./"))
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build", pkg+":", err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
