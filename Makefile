@@ -4,6 +4,7 @@
 #   make test         unit and end-to-end tests (race detector on)
 #   make sim          the tree simulation with 100,000 nodes
 #   make integration  installs and starts real services (node_exporter, Prometheus, VictoriaMetrics; root only), runs the integration suite
+#   make bench-remote remote-write throughput into the real Prometheus and VictoriaMetrics
 #   make proto        regenerates protobuf, gRPC, gateway and OpenAPI code offline
 #   make check        proto freshness, buf lint, gofmt, go vet
 
@@ -11,7 +12,7 @@ GO      ?= go
 BIN     := bin
 PLUGINS := $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-grpc-gateway $(BIN)/protoc-gen-openapiv2
 
-.PHONY: all build run test bench sim integration proto proto-check lint check clean
+.PHONY: all build run test bench bench-remote sim integration proto proto-check lint check clean
 
 all: build
 
@@ -34,6 +35,11 @@ sim:
 
 integration: build
 	./scripts/integration.sh
+
+# Remote write into the real Prometheus and VictoriaMetrics: sustained
+# samples/s and bytes per sample (installs and starts them like integration).
+bench-remote: build
+	CANOPY_IT_BENCH=1 CANOPY_IT_GO_TEST_ARGS="-count=1 -run ^$$ -bench BenchmarkRealRemoteWrite -benchtime 2x" ./scripts/integration.sh
 
 # Tools are built from pinned modules under tools/; nothing is fetched from
 # a remote buf registry.

@@ -62,5 +62,13 @@ pids+=($!)
 wait_http "127.0.0.1:$vm_port" victoria-metrics
 export CANOPY_IT_VICTORIAMETRICS_URL="http://127.0.0.1:$vm_port"
 
-"$GO" test -race -count=1 -tags integration -run 'TestReal' -v ./internal/e2e/ 2>&1 | grep -v '^time=' 
-exit "${PIPESTATUS[0]}"
+# CANOPY_IT_GO_TEST_ARGS replaces the test selection (make bench-remote).
+read -r -a args <<<"${CANOPY_IT_GO_TEST_ARGS:--race -count=1 -run TestReal -v}"
+"$GO" test -tags integration "${args[@]}" ./internal/e2e/ 2>&1 | grep -v '^time='
+rc=${PIPESTATUS[0]}
+# CANOPY_IT_BENCH=1 also runs the bench harness against the same sinks.
+if [ "$rc" -eq 0 ] && [ "${CANOPY_IT_BENCH:-}" = 1 ]; then
+  bin/canopy-bench remote-write --url "$CANOPY_IT_PROMETHEUS_URL/api/v1/write" --url "$CANOPY_IT_VICTORIAMETRICS_URL/api/v1/write"
+  rc=$?
+fi
+exit "$rc"

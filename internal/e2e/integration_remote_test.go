@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
+	"github.com/canopytree/canopy/bench"
 	"github.com/canopytree/canopy/internal/config"
 	"github.com/canopytree/canopy/internal/node"
 	"github.com/canopytree/canopy/leaf"
@@ -244,4 +246,37 @@ func victoriaPoints(base string) (points, error) {
 		}
 	}
 	return out, sc.Err()
+}
+
+// BenchmarkRealRemoteWrite measures sustained remote write from the
+// root's durable log into the real Prometheus and VictoriaMetrics: 100
+// node_exporter-sized nodes × 10 windows (1.5 M samples) per iteration,
+// Prometheus's default queue settings with shards adapting every second,
+// reported as samples/s and bytes per sample on the wire. `make
+// bench-remote` runs it and the same measurement with canopy-bench.
+func BenchmarkRealRemoteWrite(b *testing.B) {
+	for _, sink := range []struct{ name, env string }{
+		{"prometheus", "CANOPY_IT_PROMETHEUS_URL"},
+		{"victoriametrics", "CANOPY_IT_VICTORIAMETRICS_URL"},
+	} {
+		base := os.Getenv(sink.env)
+		if base == "" {
+			b.Skipf("%s not set; run `make bench-remote`", sink.env)
+		}
+		b.Run(sink.name, func(b *testing.B) {
+			var samples, seconds float64
+			var bytes int64
+			q := remote.DefaultQueueConfig()
+			q.ShardUpdateEvery = time.Second
+			for range b.N {
+				res, err := bench.RemoteWrite(context.Background(), bench.RemoteWriteConfig{URL: base + "/api/v1/write", Nodes: 100, Windows: 10, Series: 1500, Queue: q})
+				if err != nil {
+					b.Fatal(err)
+				}
+				samples, seconds, bytes = samples+float64(res.Samples), seconds+res.Seconds, bytes+res.Bytes
+			}
+			b.ReportMetric(samples/seconds, "samples/s")
+			b.ReportMetric(float64(bytes)/samples, "wire-B/sample")
+		})
+	}
 }

@@ -48,19 +48,24 @@ func (r Relabel) Sends(ls labels.Labels) bool {
 }
 
 // Encoder builds remote write 1.0 requests for one endpoint. It is not
-// safe for concurrent use; each shard has its own.
+// safe for concurrent use; each shard has its own. It reuses its buffers
+// from request to request.
 type Encoder struct {
-	external labels.Labels
+	external []labels.Label
 	req      prompb.WriteRequest
+	pool     []prompb.TimeSeries
+	orig     []labels.Labels
+	index    map[uint64][]int // labels hash → series in this request
 	raw      []byte
 	out      []byte
-	builder  labels.Builder
 }
 
 // NewEncoder adds external to every series (a series' own label of the
 // same name wins, as in Prometheus).
 func NewEncoder(external labels.Labels) *Encoder {
-	return &Encoder{external: external, builder: *labels.NewBuilder(labels.EmptyLabels())}
+	e := &Encoder{index: map[uint64][]int{}}
+	external.Range(func(l labels.Label) { e.external = append(e.external, l) })
+	return e
 }
 
 // Encode returns the snappy-compressed WriteRequest for samples. Samples
@@ -68,49 +73,70 @@ func NewEncoder(external labels.Labels) *Encoder {
 // TimeSeries per series, in the order the series first appear. The
 // result is valid until the next call.
 func (e *Encoder) Encode(samples []Sample) ([]byte, error) {
-	e.req.Timeseries = e.req.Timeseries[:0]
-	index := map[string]int{}
-	var key []byte
+	clear(e.index)
+	n := 0
 	for _, s := range samples {
-		key = s.Labels.Bytes(key[:0])
-		i, ok := index[string(key)]
-		if !ok {
-			i = len(e.req.Timeseries)
-			index[string(key)] = i
-			e.req.Timeseries = append(e.req.Timeseries, prompb.TimeSeries{Labels: e.labels(s.Labels)})
+		h := s.Labels.Hash()
+		i := -1
+		for _, j := range e.index[h] {
+			if labels.Equal(e.orig[j], s.Labels) {
+				i = j
+				break
+			}
 		}
-		ts := &e.req.Timeseries[i]
-		if n := len(ts.Samples); n > 0 && ts.Samples[n-1].Timestamp > s.T {
-			return nil, fmt.Errorf("series %s: sample at %d after one at %d", s.Labels, s.T, ts.Samples[n-1].Timestamp)
+		if i < 0 {
+			i = n
+			n++
+			e.index[h] = append(e.index[h], i)
+			if i == len(e.pool) {
+				e.pool = append(e.pool, prompb.TimeSeries{})
+				e.orig = append(e.orig, labels.EmptyLabels())
+			}
+			e.orig[i] = s.Labels
+			ts := &e.pool[i]
+			ts.Labels = e.appendLabels(ts.Labels[:0], s.Labels)
+			ts.Samples = ts.Samples[:0]
+		}
+		ts := &e.pool[i]
+		if k := len(ts.Samples); k > 0 && ts.Samples[k-1].Timestamp > s.T {
+			return nil, fmt.Errorf("series %s: sample at %d after one at %d", s.Labels, s.T, ts.Samples[k-1].Timestamp)
 		}
 		ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: s.T, Value: s.V})
 	}
+	e.req.Timeseries = e.pool[:n]
 	size := e.req.Size()
 	if cap(e.raw) < size {
 		e.raw = make([]byte, size)
 	}
-	n, err := e.req.MarshalToSizedBuffer(e.raw[:size])
+	k, err := e.req.MarshalToSizedBuffer(e.raw[:size])
 	if err != nil {
 		return nil, fmt.Errorf("marshal write request: %w", err)
 	}
-	e.out = snappy.Encode(e.out[:cap(e.out)], e.raw[size-n:size])
+	e.out = snappy.Encode(e.out[:cap(e.out)], e.raw[size-k:size])
 	return e.out, nil
 }
 
-// labels converts a label set to the wire: external labels added, empty
-// values left out, in name order.
-func (e *Encoder) labels(ls labels.Labels) []prompb.Label {
-	e.builder.Reset(ls)
-	e.external.Range(func(l labels.Label) {
-		if ls.Get(l.Name) == "" {
-			e.builder.Set(l.Name, l.Value)
-		}
-	})
-	out := make([]prompb.Label, 0, ls.Len()+e.external.Len())
-	e.builder.Labels().Range(func(l labels.Label) {
+// appendLabels appends the wire labels of ls: merged in name order with
+// the external labels (the series' own wins), empty values left out.
+func (e *Encoder) appendLabels(out []prompb.Label, ls labels.Labels) []prompb.Label {
+	extNames, j := e.external, 0
+	add := func(l labels.Label) {
 		if l.Value != "" {
 			out = append(out, prompb.Label{Name: l.Name, Value: l.Value})
 		}
+	}
+	ls.Range(func(l labels.Label) {
+		for j < len(extNames) && extNames[j].Name < l.Name {
+			add(extNames[j])
+			j++
+		}
+		if j < len(extNames) && extNames[j].Name == l.Name {
+			j++ // the series' own label wins
+		}
+		add(l)
 	})
-	return out // labels.Labels are sorted by name
+	for ; j < len(extNames); j++ {
+		add(extNames[j])
+	}
+	return out
 }

@@ -229,3 +229,45 @@ func TestDesiredShards(t *testing.T) {
 		t.Fatalf("got %g", got)
 	}
 }
+
+// Under a backlog and a sink that takes its time, the queue adds shards,
+// as Prometheus's queue manager does, and every series stays in order.
+func TestQueueReshardsUnderBacklog(t *testing.T) {
+	sink := newFakeSink(t)
+	slow := sink.Config.Handler
+	sink.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(20 * time.Millisecond)
+		slow.ServeHTTP(w, r)
+	})
+	l, _ := OpenLog(t.TempDir(), LogConfig{})
+	defer l.Close()
+	fill(t, l, 1, 300, 50) // 15,000 samples: 300 requests of 50 on one shard
+	c, _ := l.Cursor("sink")
+	m := NewMetrics(prometheus.NewRegistry())
+	q, err := NewQueue(Endpoint{
+		Name: "sink", Client: ClientConfig{URL: sink.URL, Timeout: time.Second},
+		Queue: QueueConfig{
+			MinShards: 1, MaxShards: 8, MaxSamplesPerSend: 50, BatchSendDeadline: 5 * time.Millisecond,
+			ShardUpdateEvery: 200 * time.Millisecond, Retry: RetryConfig{MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond},
+		},
+	}, c, m, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	most := 0.0
+	run(t, q, func() bool {
+		most = max(most, testutil.ToFloat64(m.queue.shards.WithLabelValues("sink")))
+		return testutil.ToFloat64(m.sent.WithLabelValues("sink")) == 15000
+	})
+	if most < 2 {
+		t.Fatalf("stayed at %g shard(s) with a backlog of 300 slow requests", most)
+	}
+	for k, ts := range received(sink) {
+		for i := 1; i < len(ts); i++ {
+			if ts[i] <= ts[i-1] {
+				t.Fatalf("%s: %d after %d across resharding", k, ts[i], ts[i-1])
+			}
+		}
+	}
+	t.Logf("up to %g shards", most)
+}

@@ -23,6 +23,7 @@ const (
 // Metrics are the per-endpoint series on the root's /metrics.
 type Metrics struct {
 	sent, failed, retried *prometheus.CounterVec
+	sentBytes             *prometheus.CounterVec
 	dropped               *prometheus.CounterVec
 	latency               *prometheus.GaugeVec
 	requests              *prometheus.HistogramVec
@@ -33,17 +34,18 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	ep := []string{"endpoint"}
 	m := &Metrics{
-		sent:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_remote_sent_samples_total", Help: "Samples the sink accepted."}, ep),
-		failed:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_remote_failed_samples_total", Help: "Samples in sends that failed (each failed attempt counts)."}, ep),
-		retried: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_remote_retried_samples_total", Help: "Samples sent again after a recoverable failure."}, ep),
-		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_remote_dropped_samples_total", Help: "Samples never delivered, by reason: the HTTP status the sink refused them with, relabel, encode, overflow."}, []string{"endpoint", "reason"}),
-		latency: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "canopy_remote_last_send_seconds", Help: "Duration of the last send attempt."}, ep),
+		sent:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_remote_sent_samples_total", Help: "Samples the sink accepted."}, ep),
+		sentBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_remote_sent_bytes_total", Help: "Bytes of accepted requests (compressed, as on the wire)."}, ep),
+		failed:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_remote_failed_samples_total", Help: "Samples in sends that failed (each failed attempt counts)."}, ep),
+		retried:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_remote_retried_samples_total", Help: "Samples sent again after a recoverable failure."}, ep),
+		dropped:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_remote_dropped_samples_total", Help: "Samples never delivered, by reason: the HTTP status the sink refused them with, relabel, encode, overflow."}, []string{"endpoint", "reason"}),
+		latency:   prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "canopy_remote_last_send_seconds", Help: "Duration of the last send attempt."}, ep),
 		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "canopy_remote_send_seconds", Help: "Duration of send attempts.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 8),
 		}, ep),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sent, m.failed, m.retried, m.dropped, m.latency, m.requests)
+		reg.MustRegister(m.sent, m.sentBytes, m.failed, m.retried, m.dropped, m.latency, m.requests)
 	}
 	m.queue = newQueueGauges(reg)
 	return m
@@ -110,6 +112,7 @@ func (s *sender) deliver(ctx context.Context, body []byte, n int) error {
 		s.metrics.requests.WithLabelValues(s.endpoint).Observe(took)
 		if err == nil {
 			s.metrics.sent.WithLabelValues(s.endpoint).Add(float64(n))
+			s.metrics.sentBytes.WithLabelValues(s.endpoint).Add(float64(len(body)))
 			return nil
 		}
 		if ctx.Err() != nil {
