@@ -32,7 +32,9 @@ type Config struct {
 	// LatestMetrics are the dashboard metrics a node's "latest" returns
 	// (metric names, regular expressions allowed).
 	LatestMetrics []string
-	Now           func() time.Time
+	// Hub serves Subscribe and SubscribeEvents (nil: no stream).
+	Hub *Hub
+	Now func() time.Time
 }
 
 // DefaultLatestMetrics is the crucial subset of machine metrics of the

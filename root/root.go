@@ -16,7 +16,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -69,8 +68,11 @@ type Options struct {
 	// durable queue they read from (in DataDir/remote-write).
 	Remote    []remote.Endpoint
 	RemoteLog remote.LogConfig
-	Instance  uint64
-	Now       func() time.Time
+	// StreamBuffer is how many updates a slow stream subscriber may fall
+	// behind before its updates are dropped (and reported to it).
+	StreamBuffer int
+	Instance     uint64
+	Now          func() time.Time
 }
 
 // Root is the running top of the tree.
@@ -83,6 +85,8 @@ type Root struct {
 	Parent   *supernode.Parent
 	Ingester *Ingester
 	Reader   *reader.Service
+	// Hub streams what the root stores to subscribers.
+	Hub *reader.Hub
 
 	agg       *supernode.Aggregator
 	finaliser *finaliser
@@ -98,6 +102,9 @@ func Open(opts Options, log *slog.Logger) (*Root, error) {
 	if opts.Instance == 0 {
 		opts.Instance = uint64(time.Now().UnixNano())
 	}
+	if opts.StreamBuffer <= 0 {
+		opts.StreamBuffer = 1024
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	tsdbOpts := tsdb.DefaultOptions()
@@ -107,15 +114,14 @@ func Open(opts Options, log *slog.Logger) (*Root, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open TSDB in %s: %w", opts.DataDir, err)
 	}
-	r := &Root{opts: opts, log: log, reg: reg, DB: db}
-	var store storage.Appendable = db
+	r := &Root{opts: opts, log: log, reg: reg, DB: db, Hub: reader.NewHub(opts.StreamBuffer, reg)}
 	if len(opts.Remote) > 0 {
 		if err := r.openRemote(); err != nil {
 			db.Close()
 			return nil, err
 		}
-		store = remoteTee{db: db, log: r.remoteLog}
 	}
+	store := tee{db: db, log: r.remoteLog, publish: r.Hub.Publisher(), active: r.Hub.Active}
 	ingestCfg := opts.Ingest
 	ingestCfg.Now = opts.Now
 	r.Ingester = NewIngester(ingestCfg, store, func(acks []*canopyv1.Ack) { r.Parent.Acknowledge(acks) }, reg)
@@ -152,7 +158,7 @@ func Open(opts Options, log *slog.Logger) (*Root, error) {
 		}
 	}
 	readerCfg := opts.Reader
-	readerCfg.Now = opts.Now
+	readerCfg.Now, readerCfg.Hub = opts.Now, r.Hub
 	r.Reader, err = reader.NewService(readerCfg, db, r)
 	if err != nil {
 		r.Close()

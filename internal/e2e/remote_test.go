@@ -316,17 +316,5 @@ func TestRemoteWriteSinkDownTwoMinutes(t *testing.T) {
 }
 
 func droppedSamples(t *testing.T, r *rootRun) float64 {
-	mfs, err := r.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	total := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() == "canopy_remote_dropped_samples_total" {
-			for _, m := range mf.Metric {
-				total += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return total
+	return counterValue(t, r, "canopy_remote_dropped_samples_total")
 }
