@@ -32,6 +32,8 @@ const (
 // next update it gets. It is safe for concurrent use.
 type Hub struct {
 	buffer int
+	closed chan struct{}
+	once   sync.Once
 
 	mu   sync.RWMutex
 	subs map[*Subscription]struct{}
@@ -54,7 +56,7 @@ func (s *Subscription) Updates() <-chan *canopyv1.SubscribeResponse { return s.c
 // NewHub gives each subscriber a buffer of buffer updates.
 func NewHub(buffer int, reg prometheus.Registerer) *Hub {
 	h := &Hub{
-		buffer: buffer, subs: map[*Subscription]struct{}{},
+		buffer: buffer, subs: map[*Subscription]struct{}{}, closed: make(chan struct{}),
 		delivered:   prometheus.NewCounter(prometheus.CounterOpts{Name: "canopy_reader_stream_updates_total", Help: "Updates queued to stream subscribers."}),
 		dropped:     prometheus.NewCounter(prometheus.CounterOpts{Name: "canopy_reader_stream_dropped_updates_total", Help: "Updates dropped for subscribers that read too slowly."}),
 		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "canopy_reader_stream_subscribers", Help: "Open stream subscriptions."}),
@@ -103,6 +105,9 @@ func (h *Hub) Unsubscribe(s *Subscription) {
 	}
 	h.mu.Unlock()
 }
+
+// Close ends every subscription's stream (the server is shutting down).
+func (h *Hub) Close() { h.once.Do(func() { close(h.closed) }) }
 
 // Subscribers is how many subscriptions are open.
 func (h *Hub) Subscribers() int { return int(h.n.Load()) }
@@ -259,6 +264,8 @@ func (s *Service) follow(ctx context.Context, topic string, send func(*canopyv1.
 	for {
 		select {
 		case <-ctx.Done():
+			return nil
+		case <-s.cfg.Hub.closed:
 			return nil
 		case u := <-sub.Updates():
 			if d := sub.dropped.Swap(0); d > 0 {

@@ -305,6 +305,7 @@ func (r *Root) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error {
 	case err = <-errc:
 	}
 	r.log.Info("root shutting down")
+	r.Hub.Close() // subscribers' streams end; they would hold the graceful stop
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = hs.Shutdown(shutdownCtx)

@@ -5,6 +5,7 @@
 //	canopyctl [--root ADDR] range node|dc|container|app ID START [END]
 //	canopyctl [--root ADDR] range all START [END]
 //	canopyctl [--root ADDR] tree
+//	canopyctl [--root ADDR] tail TOPIC
 //	canopyctl record [--interval 2s] [--duration 3m] URL FILE
 //
 // Timestamps are Unix seconds, Unix milliseconds, RFC 3339 or "now"; an
@@ -49,6 +50,7 @@ const usage = `usage:
   canopyctl [--root ADDR] range node|dc|container|app ID START [END]
   canopyctl [--root ADDR] range all START [END]
   canopyctl [--root ADDR] tree
+  canopyctl [--root ADDR] tail metrics.nodes.{ID|*}|metrics.dc.{ID|*}|tree.ni
   canopyctl record [--interval 2s] [--duration 3m] URL FILE`
 
 func run(args []string, out io.Writer) error {
@@ -78,9 +80,9 @@ func run(args []string, out io.Writer) error {
 	}
 	defer conn.Close()
 	client := canopyv1.NewReaderServiceClient(conn)
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
+	interrupted, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()
-	ctx, cancelTimeout := context.WithTimeout(ctx, *timeout)
+	ctx, cancelTimeout := context.WithTimeout(interrupted, *timeout)
 	defer cancelTimeout()
 
 	switch args[0] {
@@ -135,6 +137,11 @@ func run(args []string, out io.Writer) error {
 				}
 			}
 		}
+	case "tail":
+		if len(args) != 2 {
+			return errors.New(usage)
+		}
+		return tail(interrupted, client, args[1], out) // until interrupted, no timeout
 	case "tree":
 		resp, err := client.Topology(ctx, &canopyv1.TopologyRequest{})
 		if err != nil {
@@ -315,4 +322,34 @@ func scrapeOnce(ctx context.Context, client *http.Client, url string, now time.T
 		return recording.Frame{}, fmt.Errorf("scrape %s: %w", url, err)
 	}
 	return recording.Frame{TimestampMs: now.UnixMilli(), ContentType: resp.Header.Get("Content-Type"), Body: body}, nil
+}
+
+// tail prints a topic's updates as they come: each update's series in
+// OpenMetrics text, with its imprecision and any updates the root dropped
+// because this client read too slowly.
+func tail(ctx context.Context, client canopyv1.ReaderServiceClient, topic string, out io.Writer) error {
+	stream, err := client.Subscribe(ctx, &canopyv1.SubscribeRequest{Topic: topic})
+	if err != nil {
+		return err
+	}
+	for {
+		u, err := stream.Recv()
+		if errors.Is(err, io.EOF) || ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "# %s", u.Topic)
+		if u.Ni != nil {
+			fmt.Fprintf(out, " ni=%s", imprecision(u.Ni))
+		}
+		if u.Dropped > 0 {
+			fmt.Fprintf(out, " (%d updates dropped: reading too slowly)", u.Dropped)
+		}
+		fmt.Fprintln(out)
+		if err := writeSeries(out, u.Series); err != nil {
+			return err
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,8 +46,12 @@ func startRoot(t *testing.T) string {
 	done := make(chan struct{})
 	go func() { r.Serve(ctx, g, h); close(done) }()
 	t.Cleanup(func() { cancel(); <-done; r.Close() })
+	roots[g.Addr().String()] = r
 	return g.Addr().String()
 }
+
+// roots maps a started root's address to it, for tests that feed it.
+var roots = map[string]*root.Root{}
 
 func TestCommands(t *testing.T) {
 	addr := startRoot(t)
@@ -113,4 +118,53 @@ func TestTreeShowsImprecision(t *testing.T) {
 			t.Errorf("tree output lacks %q:\n%s", w, out.String())
 		}
 	}
+}
+
+// tail prints a topic's updates as they come; it ends when the root does.
+func TestTail(t *testing.T) {
+	addr := startRoot(t)
+	r := roots[addr]
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run([]string{"--root", addr, "tail", "metrics.nodes.*"}, &out) }()
+	for r.Hub.Subscribers() == 0 {
+		time.Sleep(5 * time.Millisecond) // the subscription travels over a real socket
+	}
+	now := time.Now().UnixMilli()
+	if err := r.Ingester.Accept(context.Background(), "n9", []batch.Batch{{
+		ID:     batch.ID{Origin: "n9", Epoch: 1, Seq: 1},
+		Series: []batch.Series{{Labels: labels.FromStrings("__name__", "up", "node", "n9", "dc", "eu-1"), Samples: []batch.Sample{{T: now, V: 1}}}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	for !strings.Contains(out.String(), `up{dc="eu-1",node="n9"} 1`) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	r.Hub.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out.String(), "# metrics.nodes.n9\n") {
+		t.Fatalf("tail output:\n%s", out.String())
+	}
+	if err := run([]string{"--root", addr, "tail", "metrics.racks.1"}, &out); err == nil || !strings.Contains(err.Error(), "unknown topic") {
+		t.Fatalf("bad topic: %v", err)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
