@@ -17,6 +17,14 @@ type Sample struct {
 	V float64
 }
 
+// LabeledSample is one sample with its series' labels, as storage
+// commits it: what the root hands to remote write and to the stream.
+type LabeledSample struct {
+	Labels labels.Labels
+	T      int64
+	V      float64
+}
+
 // Series is a label set with its samples in timestamp order.
 type Series struct {
 	Labels  labels.Labels

@@ -185,11 +185,7 @@ func (h *Hub) Publisher() func([]Sample) {
 }
 
 // Sample is one committed sample.
-type Sample struct {
-	Labels labels.Labels
-	T      int64
-	V      float64
-}
+type Sample = batch.LabeledSample
 
 // route picks the topic of a stored series, and for the NI series that
 // qualify the whole update, which count it is.

@@ -7,7 +7,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 
-	"github.com/canopytree/canopy/reader"
+	"github.com/canopytree/canopy/batch"
 	"github.com/canopytree/canopy/root/remote"
 )
 
@@ -20,7 +20,7 @@ import (
 type tee struct {
 	db      storage.Appendable
 	log     *remote.Log
-	publish func([]reader.Sample)
+	publish func([]batch.LabeledSample)
 	active  func() bool
 }
 
@@ -32,13 +32,13 @@ type teeAppender struct {
 	storage.Appender
 	t       tee
 	collect bool
-	samples []remote.Sample
+	samples []batch.LabeledSample
 }
 
 func (a *teeAppender) Append(ref storage.SeriesRef, ls labels.Labels, t int64, v float64) (storage.SeriesRef, error) {
 	r, err := a.Appender.Append(ref, ls, t, v)
 	if err == nil && a.collect {
-		a.samples = append(a.samples, remote.Sample{Labels: ls, T: t, V: v})
+		a.samples = append(a.samples, batch.LabeledSample{Labels: ls, T: t, V: v})
 	}
 	return r, err
 }
@@ -57,11 +57,7 @@ func (a *teeAppender) Commit() error {
 		return err
 	}
 	if a.t.publish != nil && len(a.samples) > 0 {
-		out := make([]reader.Sample, len(a.samples))
-		for i, s := range a.samples {
-			out[i] = reader.Sample{Labels: s.Labels, T: s.T, V: s.V}
-		}
-		a.t.publish(out)
+		a.t.publish(a.samples)
 	}
 	return nil
 }

@@ -14,7 +14,6 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
-	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
 	"github.com/canopytree/canopy/internal/node"
 	"github.com/canopytree/canopy/leaf"
@@ -45,27 +44,16 @@ const aggWindow = 500 * time.Millisecond
 
 // startMovingLeaf runs an in-process leaf-only node that knows only the
 // root, so it finds a parent itself and moves when it loses it.
-func startMovingLeaf(t *testing.T, id, dc, rootAddr, targetURL string) *node.Node {
+func startMovingLeaf(t *testing.T, id, dc, rootAddr, targetURL string) *leafRun {
 	t.Helper()
-	cfg := node.Default()
-	cfg.Node.ID, cfg.Node.DC, cfg.Node.Roots, cfg.Node.Role = id, dc, []string{rootAddr}, "leaf-only"
-	cfg.Tree.ForgetAfter, cfg.Tree.RequestTimeout = 5*time.Second, aggWindow
-	cfg.Tree.BackoffInitial, cfg.Tree.BackoffMax = 250*time.Millisecond, time.Second
-	cfg.Scrape.Interval, cfg.Scrape.Timeout, cfg.Scrape.Machine = 250*time.Millisecond, 250*time.Millisecond, false
-	cfg.Scrape.Targets = []leaf.Target{{Name: "load", URL: targetURL}}
-	cfg.Batch.Window, cfg.Batch.RetransmitAfter, cfg.Batch.DrainTimeout = aggWindow, 5*time.Second, 2*time.Second
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	n, err := node.New(cfg, 0, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx, listen(t), nil) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return n
+	return startLeafWith(t, id, dc, rootAddr, func(cfg *node.Config) {
+		cfg.Node.Static, cfg.Node.Role = false, "leaf-only"
+		cfg.Tree.ForgetAfter, cfg.Tree.RequestTimeout = 5*time.Second, aggWindow
+		cfg.Tree.BackoffInitial, cfg.Tree.BackoffMax = 250*time.Millisecond, time.Second
+		cfg.Scrape.Interval, cfg.Scrape.Timeout = 250*time.Millisecond, 250*time.Millisecond
+		cfg.Scrape.Targets = []leaf.Target{{Name: "load", URL: targetURL}}
+		cfg.Batch.Window, cfg.Batch.DrainTimeout = aggWindow, 2*time.Second
+	})
 }
 
 // TestDCAggregatesThroughAFailure: a root (child limit 2, so leaves go
@@ -102,7 +90,7 @@ func TestDCAggregatesThroughAFailure(t *testing.T) {
 
 	want := map[string]float64{}
 	var targets []*loadTarget
-	var leaves []*node.Node
+	var leaves []*leafRun
 	for i := range 6 {
 		dc := []string{"eu-1", "us-1"}[i%2]
 		lt := newLoadTarget(t, int64(10*(i+1)))
@@ -215,7 +203,7 @@ func TestDCAggregatesThroughAFailure(t *testing.T) {
 	version := r.Parent.Control().ConfigVersion
 	eventually(t, 10*time.Second, "every leaf applies the new rules", func() bool {
 		for _, l := range leaves {
-			if l.ConfigVersion() != version {
+			if l.node.ConfigVersion() != version {
 				return false
 			}
 		}
@@ -228,21 +216,8 @@ func TestDCAggregatesThroughAFailure(t *testing.T) {
 // endsStale reports whether the selected series' last stored sample is a
 // staleness marker.
 func endsStale(t *testing.T, r *rootRun, ms ...*labels.Matcher) bool {
-	q, err := r.DB.Querier(math.MinInt64, math.MaxInt64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	set := q.Select(context.Background(), false, nil, ms...)
 	stale := false
-	var it chunkenc.Iterator
-	for set.Next() {
-		it = set.At().Iterator(it)
-		for it.Next() == chunkenc.ValFloat {
-			_, v := it.At()
-			stale = value.IsStaleNaN(v)
-		}
-	}
+	eachSample(t, r, math.MaxInt64, ms, func(_ labels.Labels, _ int64, v float64) { stale = value.IsStaleNaN(v) })
 	return stale
 }
 
@@ -269,30 +244,16 @@ func children(top *canopyv1.TopologyResponse, id string) int {
 // skipping staleness markers.
 func series(t *testing.T, r *rootRun, metric string, kv ...string) map[int64]float64 {
 	t.Helper()
-	q, err := r.DB.Querier(math.MinInt64, math.MaxInt64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
 	ms := []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, metric)}
 	for i := 0; i+1 < len(kv); i += 2 {
 		ms = append(ms, labels.MustNewMatcher(labels.MatchEqual, kv[i], kv[i+1]))
 	}
-	set := q.Select(context.Background(), false, nil, ms...)
 	out := map[int64]float64{}
-	var it chunkenc.Iterator
-	for set.Next() {
-		it = set.At().Iterator(it)
-		for it.Next() == chunkenc.ValFloat {
-			ts, v := it.At()
-			if !value.IsStaleNaN(v) {
-				out[ts] = v
-			}
+	eachSample(t, r, math.MaxInt64, ms, func(_ labels.Labels, ts int64, v float64) {
+		if !value.IsStaleNaN(v) {
+			out[ts] = v
 		}
-	}
-	if err := set.Err(); err != nil {
-		t.Fatal(err)
-	}
+	})
 	return out
 }
 

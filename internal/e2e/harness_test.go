@@ -262,6 +262,40 @@ func (l *leafRun) stop() {
 	}
 }
 
+// eachSample visits every sample the root's TSDB holds up to maxt in the
+// series ms select, series by series, in timestamp order.
+func eachSample(t *testing.T, r *rootRun, maxt int64, ms []*labels.Matcher, f func(ls labels.Labels, ts int64, v float64)) {
+	t.Helper()
+	q, err := r.DB.Querier(math.MinInt64, maxt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	set := q.Select(context.Background(), false, nil, ms...)
+	var it chunkenc.Iterator
+	for set.Next() {
+		ls := set.At().Labels()
+		it = set.At().Iterator(it)
+		for it.Next() == chunkenc.ValFloat {
+			ts, v := it.At()
+			f(ls, ts, v)
+		}
+	}
+	if err := set.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// everything selects every series.
+var everything = []*labels.Matcher{labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+")}
+
+// withLabels returns ls with extra set (external labels, as a sink sees them).
+func withLabels(ls, extra labels.Labels) labels.Labels {
+	b := labels.NewBuilder(ls)
+	extra.Range(func(l labels.Label) { b.Set(l.Name, l.Value) })
+	return b.Labels()
+}
+
 // stored reads every sample of the node from the TSDB, keyed by series.
 func stored(t *testing.T, r *rootRun, nodeID string) map[string]map[int64]float64 {
 	t.Helper()

@@ -18,7 +18,6 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
-	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
 	"github.com/canopytree/canopy/bench"
 	"github.com/canopytree/canopy/internal/config"
@@ -125,26 +124,12 @@ func TestRealRemoteWrite(t *testing.T) {
 // storedUntil reads the root's TSDB up to maxt (staleness markers left
 // out: query APIs do not return them), with the external labels added.
 func storedUntil(t *testing.T, r *rootRun, maxt int64, external labels.Labels) points {
-	q, err := r.DB.Querier(math.MinInt64, maxt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
 	out := points{}
-	set := q.Select(context.Background(), false, nil, labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+"))
-	var it chunkenc.Iterator
-	for set.Next() {
-		b := labels.NewBuilder(set.At().Labels())
-		external.Range(func(l labels.Label) { b.Set(l.Name, l.Value) })
-		ls := b.Labels()
-		it = set.At().Iterator(it)
-		for it.Next() == chunkenc.ValFloat {
-			ts, v := it.At()
-			if !value.IsStaleNaN(v) {
-				out.add(ls, ts, v)
-			}
+	eachSample(t, r, maxt, everything, func(ls labels.Labels, ts int64, v float64) {
+		if !value.IsStaleNaN(v) {
+			out.add(withLabels(ls, external), ts, v)
 		}
-	}
+	})
 	return out
 }
 

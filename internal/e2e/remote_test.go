@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"math"
@@ -19,7 +18,6 @@ import (
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
-	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
 	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
 	"github.com/canopytree/canopy/root"
@@ -146,28 +144,14 @@ func (r *receiver) setFailing(f bool) {
 // stored but not received.
 func (r *receiver) missing(t *testing.T, rr *rootRun, external labels.Labels) (missing, total int) {
 	t.Helper()
-	q, err := rr.DB.Querier(math.MinInt64, math.MaxInt64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	set := q.Select(context.Background(), false, nil, labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+"))
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var it chunkenc.Iterator
-	for set.Next() {
-		b := labels.NewBuilder(set.At().Labels())
-		external.Range(func(l labels.Label) { b.Set(l.Name, l.Value) })
-		got := r.series[b.Labels().String()]
-		it = set.At().Iterator(it)
-		for it.Next() == chunkenc.ValFloat {
-			ts, v := it.At()
-			total++
-			if bits, ok := got[ts]; !ok || bits != math.Float64bits(v) {
-				missing++
-			}
+	eachSample(t, rr, math.MaxInt64, everything, func(ls labels.Labels, ts int64, v float64) {
+		total++
+		if bits, ok := r.series[withLabels(ls, external).String()][ts]; !ok || bits != math.Float64bits(v) {
+			missing++
 		}
-	}
+	})
 	return missing, total
 }
 
@@ -309,12 +293,8 @@ func TestRemoteWriteSinkDownTwoMinutes(t *testing.T) {
 		}
 	}
 	total := sink.backUp(t, leaves)
-	if n := droppedSamples(t, r); n > 0 {
+	if n := counterValue(t, r, "canopy_remote_dropped_samples_total"); n > 0 {
 		t.Errorf("%g samples dropped", n)
 	}
 	t.Logf("sink down 2 min: all %d samples the leaves sealed arrived afterwards, in order, none dropped", total)
-}
-
-func droppedSamples(t *testing.T, r *rootRun) float64 {
-	return counterValue(t, r, "canopy_remote_dropped_samples_total")
 }

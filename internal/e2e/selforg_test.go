@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"os"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
 	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
 )
@@ -251,22 +249,11 @@ func pickSupernode(top *canopyv1.TopologyResponse) (string, []string) {
 }
 
 func seqSeries(t *testing.T, r *rootRun, id string) []float64 {
-	q, err := r.DB.Querier(math.MinInt64, math.MaxInt64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	set := q.Select(context.Background(), false, nil,
-		labels.MustNewMatcher(labels.MatchEqual, "__name__", "canopy_leaf_batch_seq"),
-		labels.MustNewMatcher(labels.MatchEqual, "node", id))
 	var vals []float64
-	for set.Next() {
-		it := set.At().Iterator(nil)
-		for it.Next() == chunkenc.ValFloat {
-			_, v := it.At()
-			vals = append(vals, v)
-		}
-	}
+	eachSample(t, r, math.MaxInt64, []*labels.Matcher{
+		labels.MustNewMatcher(labels.MatchEqual, "__name__", "canopy_leaf_batch_seq"),
+		labels.MustNewMatcher(labels.MatchEqual, "node", id),
+	}, func(_ labels.Labels, _ int64, v float64) { vals = append(vals, v) })
 	return vals
 }
 

@@ -6,14 +6,12 @@ import (
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/canopytree/canopy/batch"
 )
 
 // Sample is one value of one series on its way to a sink.
-type Sample struct {
-	Labels labels.Labels
-	T      int64
-	V      float64
-}
+type Sample = batch.LabeledSample
 
 // Relabel is an endpoint's write relabelling: a series is sent when it
 // matches at least one Keep selector (or Keep is empty) and no Drop

@@ -54,7 +54,6 @@ type Queue struct {
 	cursor  *Cursor
 	sender  *sender
 	metrics *Metrics
-	gauges  *queueGauges
 	log     *slog.Logger
 
 	shards int
@@ -76,7 +75,7 @@ func NewQueue(ep Endpoint, cursor *Cursor, m *Metrics, log *slog.Logger) (*Queue
 	}
 	return &Queue{
 		ep: ep, cursor: cursor, sender: newSender(ep.Name, c, ep.Queue.Retry, m), metrics: m,
-		gauges: m.queue, log: log, shards: ep.Queue.MinShards,
+		log: log, shards: ep.Queue.MinShards,
 	}, nil
 }
 
@@ -149,7 +148,7 @@ func (q *Queue) Run(ctx context.Context) error {
 // next epoch may use another count without reordering any series.
 func (q *Queue) runShards(epoch, ctx context.Context, p *pending) error {
 	n := q.shards
-	q.gauges.shards.WithLabelValues(q.ep.Name).Set(float64(n))
+	q.metrics.queue.shards.WithLabelValues(q.ep.Name).Set(float64(n))
 	chans := make([]chan item, n)
 	var wg sync.WaitGroup
 	errc := make(chan error, n+1)
@@ -316,12 +315,12 @@ func desiredShards(timePerSample, inPerSecond, backlogSamples, interval float64)
 
 func (q *Queue) updateBacklog() {
 	bytes, oldest := q.cursor.Backlog()
-	q.gauges.backlogBytes.WithLabelValues(q.ep.Name).Set(float64(bytes))
+	q.metrics.queue.backlogBytes.WithLabelValues(q.ep.Name).Set(float64(bytes))
 	age := 0.0
 	if !oldest.IsZero() && bytes > 0 {
 		age = time.Since(oldest).Seconds()
 	}
-	q.gauges.backlogAge.WithLabelValues(q.ep.Name).Set(age)
+	q.metrics.queue.backlogAge.WithLabelValues(q.ep.Name).Set(age)
 	if lost := q.cursor.Dropped(); lost > q.overflowSeen {
 		q.metrics.dropped.WithLabelValues(q.ep.Name, DropOverflow).Add(float64(lost - q.overflowSeen))
 		q.overflowSeen = lost
