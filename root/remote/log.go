@@ -429,13 +429,35 @@ func (c *Cursor) Next() (*Record, <-chan struct{}, error) {
 	}
 	l.mu.Unlock()
 
+	samples, n, err := c.readAt(from)
+	l.mu.Lock()
+	if c.read != from {
+		// The bound removed the segment while we read it (or before we
+		// could open it) and counted this record as lost: it must not be
+		// delivered too.
+		l.mu.Unlock()
+		return c.Next()
+	}
+	if err != nil {
+		l.mu.Unlock()
+		return nil, nil, err
+	}
+	next := Position{Segment: from.Segment, Offset: from.Offset + n}
+	c.read = next
+	l.mu.Unlock()
+	return &Record{Samples: samples, Next: next, Bytes: n}, nil, nil
+}
+
+// readAt reads and decodes the record at from, and its size.
+func (c *Cursor) readAt(from Position) ([]Sample, int64, error) {
 	if c.file == nil || c.fileIdx != from.Segment {
 		if c.file != nil {
 			c.file.Close()
+			c.file = nil
 		}
-		f, err := os.Open(l.segPath(from.Segment))
+		f, err := os.Open(c.log.segPath(from.Segment))
 		if err != nil {
-			return nil, nil, fmt.Errorf("remote log: %w", err)
+			return nil, 0, fmt.Errorf("remote log: %w", err)
 		}
 		c.file, c.fileIdx = f, from.Segment
 	}
@@ -448,19 +470,9 @@ func (c *Cursor) Next() (*Record, <-chan struct{}, error) {
 		samples, err = decodeRecord(payload)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("remote log: segment %d offset %d: %w", from.Segment, from.Offset, err)
+		return nil, 0, fmt.Errorf("remote log: segment %d offset %d: %w", from.Segment, from.Offset, err)
 	}
-	next := Position{Segment: from.Segment, Offset: from.Offset + n}
-	l.mu.Lock()
-	if c.read != from {
-		// The bound removed the segment while we read it and counted
-		// this record as lost: it must not be delivered too.
-		l.mu.Unlock()
-		return c.Next()
-	}
-	c.read = next
-	l.mu.Unlock()
-	return &Record{Samples: samples, Next: next, Bytes: n}, nil, nil
+	return samples, n, nil
 }
 
 // Position is where the cursor will read next after a restart: past

@@ -200,7 +200,11 @@ func TestQueueOverflowCountedExactly(t *testing.T) {
 	q, m := testQueue(t, l, sink.URL, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { q.Run(ctx) })
+	wg.Go(func() {
+		if err := q.Run(ctx); err != nil {
+			t.Error(err)
+		}
+	})
 	fill(t, l, 1, 200, 10)
 	mu.Lock()
 	down = false
