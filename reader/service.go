@@ -32,6 +32,9 @@ type Config struct {
 	// LatestMetrics are the dashboard metrics a node's "latest" returns
 	// (metric names, regular expressions allowed).
 	LatestMetrics []string
+	// BearerToken, when set, is required of every reader call (see
+	// Authenticator); the root checks it.
+	BearerToken string
 	// Hub serves Subscribe and SubscribeEvents (nil: no stream).
 	Hub *Hub
 	Now func() time.Time
@@ -137,7 +140,11 @@ func (s *Service) timeRange(r *canopyv1.TimeRange) (mint, maxt int64, err error)
 		}
 	}
 	if mint > maxt {
-		return 0, 0, status.Errorf(codes.InvalidArgument, "start %s is after end %s", r.GetStart(), r.GetEnd())
+		end := r.GetEnd()
+		if end == "" {
+			end = "now"
+		}
+		return 0, 0, status.Errorf(codes.InvalidArgument, "start %s is after end %s", r.GetStart(), end)
 	}
 	return mint, maxt, nil
 }

@@ -2,6 +2,7 @@ package root
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,7 +19,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/prometheus/tsdb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/canopytree/canopy/batch"
 	"github.com/canopytree/canopy/filter"
@@ -68,6 +71,9 @@ type Options struct {
 	// durable queue they read from (in DataDir/remote-write).
 	Remote    []remote.Endpoint
 	RemoteLog remote.LogConfig
+	// TLS, when set, secures both listeners: children and readers over
+	// gRPC, REST clients over HTTPS.
+	TLS *tls.Config
 	// StreamBuffer is how many updates a slow stream subscriber may fall
 	// behind before its updates are dropped (and reported to it).
 	StreamBuffer int
@@ -259,21 +265,37 @@ func (r *Root) Registry() *prometheus.Registry { return r.reg }
 // and the HTTP server (REST gateway, /metrics, /healthz, OpenAPI) on
 // httpLis until ctx ends, then shuts both down within a deadline.
 func (r *Root) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error {
-	srv := grpc.NewServer(r.Parent.ServerOptions(r.opts.MaxMessageBytes)...)
+	auth := reader.NewAuthenticator(r.opts.Reader.BearerToken)
+	opts := append(r.Parent.ServerOptions(r.opts.MaxMessageBytes), auth.ServerOptions()...)
+	if r.opts.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(r.opts.TLS)))
+		httpLis = tls.NewListener(httpLis, r.opts.TLS)
+	}
+	srv := grpc.NewServer(opts...)
 	r.Parent.Register(srv)
 	canopyv1.RegisterReaderServiceServer(srv, r.Reader)
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- srv.Serve(grpcLis) }()
 
-	conn, err := grpc.NewClient(grpcLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The gateway reaches the reader in process, through a server of its
+	// own: no TLS to itself, the same token check.
+	gwSrv := grpc.NewServer(auth.ServerOptions()...)
+	canopyv1.RegisterReaderServiceServer(gwSrv, r.Reader)
+	local := bufconn.Listen(1 << 20)
+	go func() { errc <- gwSrv.Serve(local) }()
+	conn, err := grpc.NewClient("passthrough:///reader",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return local.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		srv.Stop()
+		gwSrv.Stop()
 		return fmt.Errorf("gateway connection: %w", err)
 	}
 	defer conn.Close()
-	gw, err := reader.Gateway(ctx, conn)
+	gw, err := reader.Gateway(ctx, conn, auth)
 	if err != nil {
 		srv.Stop()
+		gwSrv.Stop()
 		return err
 	}
 	mux := http.NewServeMux()
@@ -284,7 +306,7 @@ func (r *Root) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapi.Document)
 	})
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(r.log.Handler(), slog.LevelWarn)}
 	go func() { errc <- hs.Serve(httpLis) }()
 
 	// The root's tree core only detects failed children; it sends nothing.
@@ -316,6 +338,7 @@ func (r *Root) Serve(ctx context.Context, grpcLis, httpLis net.Listener) error {
 	case <-shutdownCtx.Done():
 		srv.Stop()
 	}
+	gwSrv.Stop()
 	// Nothing is appended any more: the queues stop where they are;
 	// what they had not committed is sent after the next start.
 	stopQueues()

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/canopytree/canopy/batch"
 	"github.com/canopytree/canopy/internal/config"
+	"github.com/canopytree/canopy/internal/tlsconfig"
 	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
 	"github.com/canopytree/canopy/reader"
 	"github.com/canopytree/canopy/root"
@@ -57,13 +60,9 @@ type Endpoint struct {
 	Password    string            `mapstructure:"password"`
 	BearerToken string            `mapstructure:"bearer_token"`
 	Headers     map[string]string `mapstructure:"headers"`
-	TLS         struct {
-		CAFile             string `mapstructure:"ca_file"`
-		CertFile           string `mapstructure:"cert_file"`
-		KeyFile            string `mapstructure:"key_file"`
-		ServerName         string `mapstructure:"server_name"`
-		InsecureSkipVerify bool   `mapstructure:"insecure_skip_verify"`
-	} `mapstructure:"tls"`
+	// TLS reads ca_file, cert_file and key_file (a client certificate),
+	// server_name and insecure_skip_verify.
+	TLS tlsconfig.Config `mapstructure:"tls"`
 	// Keep and Drop are write relabelling: a series is sent when it
 	// matches a keep selector (or there is none) and no drop selector.
 	Keep  []config.Selector `mapstructure:"keep"`
@@ -108,6 +107,10 @@ type RootSection struct {
 	Window time.Duration `mapstructure:"window"`
 	// ForgetAfter drops silent children and stale dedup state.
 	ForgetAfter time.Duration `mapstructure:"forget_after"`
+	// TLS secures both listeners when cert_file and key_file are set;
+	// client_ca_file also requires client certificates. Nodes then dial
+	// the root with their own tls section.
+	TLS tlsconfig.Config `mapstructure:"tls"`
 }
 
 // Storage configures the embedded TSDB.
@@ -133,6 +136,11 @@ type Reader struct {
 	MaxSamples     int           `mapstructure:"max_samples"`
 	LatestLookback time.Duration `mapstructure:"latest_lookback"`
 	LatestMetrics  []string      `mapstructure:"latest_metrics"`
+	// BearerToken (or the first line of BearerTokenFile) is required of
+	// every reader call, gRPC and REST; /healthz, /metrics and
+	// /openapi.json stay open. Empty: the reader is open.
+	BearerToken     string `mapstructure:"bearer_token"`
+	BearerTokenFile string `mapstructure:"bearer_token_file"`
 }
 
 // Default is what the root runs with when nothing is set.
@@ -231,6 +239,12 @@ func (c *Config) Validate() error {
 	if _, err := c.remote(); err != nil {
 		return err
 	}
+	if _, err := c.serverTLS(); err != nil {
+		return err
+	}
+	if _, err := c.bearerToken(); err != nil {
+		return err
+	}
 	_, err := c.Log.Logger()
 	return err
 }
@@ -297,8 +311,7 @@ func (c *Config) remote() ([]remote.Endpoint, error) {
 			Client: remote.ClientConfig{
 				URL: e.URL, Timeout: timeout, Headers: e.Headers,
 				Auth: remote.Auth{Username: e.Username, Password: e.Password, BearerToken: e.BearerToken},
-				TLS: remote.TLSConfig{CAFile: e.TLS.CAFile, CertFile: e.TLS.CertFile, KeyFile: e.TLS.KeyFile,
-					ServerName: e.TLS.ServerName, InsecureSkipVerify: e.TLS.InsecureSkipVerify},
+				TLS:  e.TLS,
 			},
 		}
 		if _, err := remote.NewClient(ep.Client); err != nil {
@@ -321,10 +334,48 @@ func selectorMatchers(s config.Selector, key string) ([]*labels.Matcher, error) 
 	return ms, nil
 }
 
+// serverTLS builds the listeners' TLS configuration (nil: plaintext).
+func (c *Config) serverTLS() (*tls.Config, error) {
+	t := c.Root.TLS
+	if !t.ServerEnabled() {
+		if t.KeyFile != "" || t.ClientCAFile != "" {
+			return nil, fmt.Errorf("root.tls.cert_file: must be set with key_file and client_ca_file")
+		}
+		return nil, nil
+	}
+	tc, err := t.Server()
+	if err != nil {
+		return nil, fmt.Errorf("root.tls.%w", err)
+	}
+	return tc, nil
+}
+
+// bearerToken is the reader's token from the file or the key.
+func (c *Config) bearerToken() (string, error) {
+	r := c.Reader
+	if r.BearerTokenFile == "" {
+		return r.BearerToken, nil
+	}
+	if r.BearerToken != "" {
+		return "", fmt.Errorf("reader.bearer_token, reader.bearer_token_file: set one, not both")
+	}
+	b, err := os.ReadFile(r.BearerTokenFile)
+	if err != nil {
+		return "", fmt.Errorf("reader.bearer_token_file: %w", err)
+	}
+	token, _, _ := strings.Cut(string(b), "\n")
+	if token = strings.TrimSpace(token); token == "" {
+		return "", fmt.Errorf("reader.bearer_token_file: %s holds no token", r.BearerTokenFile)
+	}
+	return token, nil
+}
+
 // Options converts the validated file configuration for root.Open.
 func (c *Config) Options() root.Options {
 	control, _ := c.Control() // checked by Validate
 	endpoints, _ := c.remote()
+	serverTLS, _ := c.serverTLS()
+	token, _ := c.bearerToken()
 	return root.Options{
 		Control:          control,
 		Remote:           endpoints,
@@ -341,7 +392,9 @@ func (c *Config) Options() root.Options {
 		Reader: reader.Config{
 			MaxSeries: c.Reader.MaxSeries, MaxSamples: c.Reader.MaxSamples,
 			LatestLookback: c.Reader.LatestLookback, LatestMetrics: c.Reader.LatestMetrics,
+			BearerToken: token,
 		},
+		TLS:         serverTLS,
 		ForgetAfter: c.Root.ForgetAfter,
 	}
 }

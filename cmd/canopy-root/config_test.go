@@ -61,6 +61,10 @@ func TestValidateNamesTheKey(t *testing.T) {
 		"remote_write.endpoints[0].keep[0].metric": func(c *Config) {
 			c.RemoteWrite.Endpoints = []Endpoint{{Name: "p", URL: "http://h/w", Keep: []config.Selector{{Metric: "("}}}}
 		},
+		"root.tls.cert_file":                            func(c *Config) { c.Root.TLS.KeyFile = "key.pem" },
+		"root.tls.cert_file/key_file":                   func(c *Config) { c.Root.TLS.CertFile, c.Root.TLS.KeyFile = "/nonexistent/c.pem", "/nonexistent/k.pem" },
+		"reader.bearer_token_file":                      func(c *Config) { c.Reader.BearerTokenFile = "/nonexistent/token" },
+		"reader.bearer_token, reader.bearer_token_file": func(c *Config) { c.Reader.BearerToken, c.Reader.BearerTokenFile = "a", "b" },
 		"remote_write.endpoints[0]": func(c *Config) {
 			c.RemoteWrite.Endpoints = []Endpoint{{Name: "p", URL: "http://h/w", Username: "u", BearerToken: "t"}}
 		},
@@ -110,5 +114,31 @@ func TestRemoteWriteSection(t *testing.T) {
 	cfg = Default()
 	if err := config.Load(&cfg, file, pflag.NewFlagSet("x", pflag.ContinueOnError), nil); err == nil || !strings.Contains(err.Error(), "bearer_tokn") {
 		t.Fatalf("misspelt key: %v", err)
+	}
+}
+
+// The reader's token comes from its file, first line, trimmed; an empty
+// file is an error.
+func TestBearerTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "token")
+	if err := os.WriteFile(file, []byte("  abc123 \nignored\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Default()
+	cfg.Reader.BearerTokenFile = file
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Options().Reader.BearerToken; got != "abc123" {
+		t.Fatalf("token %q", got)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Reader.BearerTokenFile = empty
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "holds no token") {
+		t.Fatalf("empty token file: %v", err)
 	}
 }

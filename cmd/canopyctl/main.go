@@ -8,6 +8,9 @@
 //	canopyctl [--root ADDR] tail TOPIC
 //	canopyctl record [--interval 2s] [--duration 3m] URL FILE
 //
+// --token (env CANOPY_TOKEN) sends a bearer token; --tls, --ca-file,
+// --cert-file/--key-file and --server-name reach a root that speaks TLS.
+//
 // Timestamps are Unix seconds, Unix milliseconds, RFC 3339 or "now"; an
 // omitted END means now. Output is OpenMetrics text. record scrapes URL
 // every interval and writes a recording (package bench/recording) that the
@@ -30,10 +33,13 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/canopytree/canopy/batch"
 	"github.com/canopytree/canopy/bench/recording"
+	"github.com/canopytree/canopy/internal/tlsconfig"
 	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
 	"github.com/canopytree/canopy/reader"
 )
@@ -59,6 +65,14 @@ func run(args []string, out io.Writer) error {
 	timeout := flags.Duration("timeout", 30*time.Second, "request timeout")
 	interval := flags.Duration("interval", 2*time.Second, "record: scrape interval")
 	duration := flags.Duration("duration", 3*time.Minute, "record: how long to record")
+	token := flags.String("token", os.Getenv("CANOPY_TOKEN"), "reader bearer token (env CANOPY_TOKEN)")
+	var tc tlsconfig.Config
+	flags.BoolVar(&tc.Enabled, "tls", false, "connect with TLS (implied by the other TLS flags)")
+	flags.StringVar(&tc.CAFile, "ca-file", "", "CA certificate that verifies the root")
+	flags.StringVar(&tc.CertFile, "cert-file", "", "client certificate, for a root that requires one")
+	flags.StringVar(&tc.KeyFile, "key-file", "", "client certificate key")
+	flags.StringVar(&tc.ServerName, "server-name", "", "name to check the root's certificate against")
+	flags.BoolVar(&tc.InsecureSkipVerify, "insecure-skip-verify", false, "do not verify the root's certificate")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
@@ -74,7 +88,15 @@ func run(args []string, out io.Writer) error {
 		defer cancel()
 		return record(ctx, args[1], args[2], *interval, *duration, out)
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if tc.ClientEnabled() {
+		c, err := tc.Client()
+		if err != nil {
+			return err
+		}
+		creds = credentials.NewTLS(c)
+	}
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return err
 	}
@@ -82,6 +104,9 @@ func run(args []string, out io.Writer) error {
 	client := canopyv1.NewReaderServiceClient(conn)
 	interrupted, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()
+	if *token != "" {
+		interrupted = metadata.AppendToOutgoingContext(interrupted, "authorization", "Bearer "+*token)
+	}
 	ctx, cancelTimeout := context.WithTimeout(interrupted, *timeout)
 	defer cancelTimeout()
 

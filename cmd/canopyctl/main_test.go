@@ -14,18 +14,25 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/canopytree/canopy/batch"
+	"github.com/canopytree/canopy/internal/tlsconfig"
+	"github.com/canopytree/canopy/internal/tlsconfig/tlstest"
 	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
 	"github.com/canopytree/canopy/root"
 )
 
-// startRoot runs a real root on loopback holding one sample of node n1.
-func startRoot(t *testing.T) string {
+// startRoot runs a real root on loopback holding one sample of node n1;
+// adjust, when given, changes its options.
+func startRoot(t *testing.T, adjust ...func(*root.Options)) string {
 	t.Helper()
-	r, err := root.Open(root.Options{
+	opts := root.Options{
 		ID: "root", DataDir: t.TempDir(), Retention: time.Hour, Window: time.Second,
 		MaxMessageBytes: 1 << 20, ForgetAfter: time.Minute,
 		Ingest: root.IngestConfig{MaxAge: time.Hour, MaxFuture: time.Minute},
-	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}
+	for _, f := range adjust {
+		f(&opts)
+	}
+	r, err := root.Open(opts, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,4 +174,39 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// A root with TLS and a reader token: canopyctl reaches it with the CA and
+// the token, and is refused, with the reason, without either.
+func TestTokenAndTLS(t *testing.T) {
+	pki := tlstest.New(t)
+	addr := startRoot(t, func(o *root.Options) {
+		tc, err := tlsconfig.Config{CertFile: pki.ServerCert, KeyFile: pki.ServerKey}.Server()
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.TLS = tc
+		o.Reader.BearerToken = "s3cret"
+	})
+	var out bytes.Buffer
+	if err := run([]string{"--root", addr, "--ca-file", pki.CAFile, "--token", "s3cret", "latest", "node", "n1"}, &out); err != nil {
+		t.Fatalf("with CA and token: %v", err)
+	}
+	if !strings.Contains(out.String(), `up{dc="eu-1",node="n1"} 1`) {
+		t.Fatalf("answer:\n%s", out.String())
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--root", addr, "--ca-file", pki.CAFile, "latest", "node", "n1"}, "requires a bearer token"},
+		{[]string{"--root", addr, "--ca-file", pki.CAFile, "--token", "wrong", "latest", "node", "n1"}, "invalid bearer token"},
+		{[]string{"--root", addr, "--tls", "--token", "s3cret", "--timeout", "2s", "latest", "node", "n1"}, "certificate"},
+		{[]string{"--root", addr, "--token", "s3cret", "--timeout", "2s", "latest", "node", "n1"}, "Unavailable"},
+	} {
+		err := run(tc.args, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error saying %q", tc.args, err, tc.want)
+		}
+	}
 }

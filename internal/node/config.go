@@ -9,6 +9,7 @@ import (
 	"github.com/canopytree/canopy/batch"
 	"github.com/canopytree/canopy/filter"
 	"github.com/canopytree/canopy/internal/config"
+	"github.com/canopytree/canopy/internal/tlsconfig"
 	"github.com/canopytree/canopy/leaf"
 	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
 	"github.com/canopytree/canopy/tree"
@@ -24,7 +25,13 @@ type Config struct {
 	Batch   Batch         `mapstructure:"batch"`
 	Limits  config.Limits `mapstructure:"limits"`
 	Forward Forward       `mapstructure:"forward"`
-	Log     config.Log    `mapstructure:"log"`
+	// TLS secures the tree's links: any key turns it on for the node's
+	// connections to parents (ca_file verifies them; cert_file and
+	// key_file are presented for mutual TLS) and for its tree listener
+	// (cert_file and key_file; client_ca_file requires children's
+	// certificates). A tree uses TLS on every link or on none.
+	TLS tlsconfig.Config `mapstructure:"tls"`
+	Log config.Log       `mapstructure:"log"`
 }
 
 // Identity is who the node is and where it sits.
@@ -220,6 +227,17 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node.roots: must name the root's gRPC address")
 	case c.Node.Role == "supernode" && c.Node.TreeListen == "":
 		return fmt.Errorf("node.tree_listen: a supernode must listen for children")
+	case c.TLS.ClientEnabled() && c.Node.TreeListen != "" && !c.TLS.ServerEnabled():
+		return fmt.Errorf("tls.cert_file: with tls on, a node that may serve children (node.tree_listen) needs a certificate")
+	case c.TLS.ClientEnabled():
+		if _, err := c.TLS.Client(); err != nil {
+			return fmt.Errorf("tls.%w", err)
+		}
+		if c.TLS.ServerEnabled() {
+			if _, err := c.TLS.Server(); err != nil {
+				return fmt.Errorf("tls.%w", err)
+			}
+		}
 	case c.Tree.ChildLimit < 0:
 		return fmt.Errorf("tree.child_limit: must not be negative")
 	case c.Tree.LinkBandwidthMbps < 0:

@@ -52,8 +52,11 @@ func TestValidateNamesTheKey(t *testing.T) {
 		"filter.rules[0].labels.device": func(c *Config) {
 			c.Filter.Rules = []config.FilterRule{{Selector: config.Selector{Labels: map[string]string{"device": "eth["}}}}
 		},
-		"filter.keyframe_windows": func(c *Config) { c.Filter.KeyframeWindows = -1 },
-		"batch.drain_timeout":     func(c *Config) { c.Batch.DrainTimeout = -time.Second },
+		"filter.keyframe_windows":    func(c *Config) { c.Filter.KeyframeWindows = -1 },
+		"batch.drain_timeout":        func(c *Config) { c.Batch.DrainTimeout = -time.Second },
+		"tls.cert_file":              func(c *Config) { c.Node.TreeListen, c.TLS.Enabled = "127.0.0.1:0", true },
+		"tls.ca_file":                func(c *Config) { c.TLS.CAFile = "/nonexistent/ca.pem" },
+		"tls.cert_file and key_file": func(c *Config) { c.TLS.KeyFile = "key.pem"; c.TLS.Enabled = true },
 	} {
 		cfg := Default()
 		mutate(&cfg)

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/procfs"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/canopytree/canopy/batch"
 	"github.com/canopytree/canopy/filter"
@@ -42,6 +43,8 @@ type Node struct {
 	agg       *supernode.Aggregator
 	local     filter.Config // the node's own filter section
 
+	serverCreds credentials.TransportCredentials // the tree listener's TLS; nil: plaintext
+
 	configMu      sync.Mutex
 	configVersion uint64 // of the control configuration applied
 
@@ -59,7 +62,22 @@ func New(cfg Config, epoch uint64, log *slog.Logger) (*Node, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	n := &Node{cfg: cfg, log: log, reg: reg, state: &stateFile{dir: cfg.Node.StateDir}}
-	n.conns = treegrpc.NewConns(cfg.Batch.Window, cfg.Limits.MaxMessageBytes)
+	var creds credentials.TransportCredentials
+	if cfg.TLS.ClientEnabled() {
+		tc, err := cfg.TLS.Client()
+		if err != nil {
+			return nil, fmt.Errorf("tls.%w", err)
+		}
+		creds = credentials.NewTLS(tc)
+	}
+	if cfg.TLS.ServerEnabled() {
+		tc, err := cfg.TLS.Server()
+		if err != nil {
+			return nil, fmt.Errorf("tls.%w", err)
+		}
+		n.serverCreds = credentials.NewTLS(tc)
+	}
+	n.conns = treegrpc.NewConns(cfg.Batch.Window, cfg.Limits.MaxMessageBytes, creds)
 
 	tc := cfg.treeConfig(detectCapacity(cfg, now))
 	if role, ok, err := n.state.role(); err != nil {
@@ -147,7 +165,11 @@ func (n *Node) Run(ctx context.Context, apiLis, treeLis net.Listener) error {
 	errc := make(chan error, 2)
 	var srv *grpc.Server
 	if n.Supernode != nil && treeLis != nil {
-		srv = grpc.NewServer(n.Supernode.ServerOptions(n.cfg.Limits.MaxMessageBytes)...)
+		opts := n.Supernode.ServerOptions(n.cfg.Limits.MaxMessageBytes)
+		if n.serverCreds != nil {
+			opts = append(opts, grpc.Creds(n.serverCreds))
+		}
+		srv = grpc.NewServer(opts...)
 		n.Supernode.Register(srv)
 		go func() { errc <- srv.Serve(treeLis) }()
 	}

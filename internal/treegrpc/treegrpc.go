@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -26,6 +27,7 @@ import (
 type Conns struct {
 	window  time.Duration
 	maxSend int
+	creds   credentials.TransportCredentials
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -33,9 +35,13 @@ type Conns struct {
 
 // NewConns dials with a reconnect backoff bounded by the window, so a
 // parent that comes back sees its children within a few windows (gRPC's
-// default grows to two minutes).
-func NewConns(window time.Duration, maxSend int) *Conns {
-	return &Conns{window: window, maxSend: maxSend, conns: map[string]*grpc.ClientConn{}}
+// default grows to two minutes). creds secure every connection (nil:
+// plaintext); a tree uses TLS on every link or on none.
+func NewConns(window time.Duration, maxSend int, creds credentials.TransportCredentials) *Conns {
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	return &Conns{window: window, maxSend: maxSend, creds: creds, conns: map[string]*grpc.ClientConn{}}
 }
 
 // Get returns the connection to addr, dialling lazily.
@@ -46,7 +52,7 @@ func (c *Conns) Get(addr string) *grpc.ClientConn {
 		return conn
 	}
 	conn, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(c.creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(c.maxSend)),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: c.window / 4, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * c.window},

@@ -3,27 +3,18 @@ package remote
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strconv"
 	"time"
+
+	"github.com/canopytree/canopy/internal/tlsconfig"
 )
 
 // UserAgent identifies canopy to sinks.
 const UserAgent = "canopy-root/0.1"
-
-// TLSConfig configures the connection to a sink.
-type TLSConfig struct {
-	CAFile             string
-	CertFile, KeyFile  string // client certificate
-	ServerName         string
-	InsecureSkipVerify bool
-}
 
 // Auth is basic auth or a bearer token (at most one).
 type Auth struct {
@@ -36,7 +27,7 @@ type ClientConfig struct {
 	URL     string
 	Timeout time.Duration
 	Auth    Auth
-	TLS     TLSConfig
+	TLS     tlsconfig.Config
 	Headers map[string]string
 }
 
@@ -52,7 +43,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.Auth.BearerToken != "" && cfg.Auth.Username != "" {
 		return nil, errors.New("basic auth and bearer token are exclusive")
 	}
-	tc, err := cfg.TLS.build()
+	tc, err := cfg.TLS.Client()
 	if err != nil {
 		return nil, err
 	}
@@ -60,31 +51,6 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	tr.TLSClientConfig = tc
 	tr.MaxIdleConnsPerHost = 64 // one per shard
 	return &Client{cfg: cfg, http: &http.Client{Transport: tr, Timeout: cfg.Timeout}}, nil
-}
-
-func (t TLSConfig) build() (*tls.Config, error) {
-	c := &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls ca_file: %w", err)
-		}
-		c.RootCAs = x509.NewCertPool()
-		if !c.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls ca_file %s: no certificate found", t.CAFile)
-		}
-	}
-	if (t.CertFile == "") != (t.KeyFile == "") {
-		return nil, errors.New("tls cert_file and key_file go together")
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls client certificate: %w", err)
-		}
-		c.Certificates = []tls.Certificate{cert}
-	}
-	return c, nil
 }
 
 // SendError is a failed send: Recoverable ones (network errors, 5xx,

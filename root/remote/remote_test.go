@@ -2,19 +2,12 @@ package remote
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"io"
 	"log"
 	"math"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -30,6 +23,9 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/canopytree/canopy/internal/tlsconfig"
+	"github.com/canopytree/canopy/internal/tlsconfig/tlstest"
 )
 
 // answer is what the fake sink does with one request.
@@ -337,13 +333,13 @@ func TestTLS(t *testing.T) {
 	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, _, _ := testSender(t, srv.URL, ClientConfig{TLS: TLSConfig{CAFile: ca}})
+	s, _, _ := testSender(t, srv.URL, ClientConfig{TLS: tlsconfig.Config{CAFile: ca}})
 	if err := s.deliver(context.Background(), encode(t, samples()), 3); err != nil || got != 1 {
 		t.Fatalf("TLS send: %v (%d requests)", err, got)
 	}
 	for _, bad := range []ClientConfig{
-		{TLS: TLSConfig{CAFile: filepath.Join(t.TempDir(), "missing.pem")}},
-		{TLS: TLSConfig{CertFile: ca}},
+		{TLS: tlsconfig.Config{CAFile: filepath.Join(t.TempDir(), "missing.pem")}},
+		{TLS: tlsconfig.Config{CertFile: ca}},
 		{Auth: Auth{Username: "u", BearerToken: "t"}},
 	} {
 		if _, err := NewClient(bad); err == nil {
@@ -352,63 +348,25 @@ func TestTLS(t *testing.T) {
 	}
 }
 
-// writeCert issues a certificate signed by parent (self-signed when nil)
-// and writes it and its key as PEM files.
-func writeCert(t *testing.T, dir, name string, tmpl *x509.Certificate, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey, string, string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if parent == nil {
-		parent, parentKey = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	certFile, keyFile := filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
-	kb, _ := x509.MarshalECPrivateKey(key)
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
-	return cert, key, certFile, keyFile
-}
-
 // A sink that requires a client certificate (mutual TLS) accepts the
 // configured one and refuses a client without it.
 func TestMutualTLS(t *testing.T) {
-	dir := t.TempDir()
-	now := time.Now()
-	ca, caKey, caFile, _ := writeCert(t, dir, "ca", &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test ca"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}, nil, nil)
-	_, _, srvCert, srvKey := writeCert(t, dir, "server", &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "sink"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}, ca, caKey)
-	_, _, cliCert, cliKey := writeCert(t, dir, "client", &x509.Certificate{
-		SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "canopy-root"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}, ca, caKey)
-	pair, err := tls.LoadX509KeyPair(srvCert, srvKey)
+	pki := tlstest.New(t)
+	pair, err := tls.LoadX509KeyPair(pki.ServerCert, pki.ServerKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(204) }))
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: pki.Pool(), ClientAuth: tls.RequireAndVerifyClientCert}
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake is expected
 	srv.StartTLS()
 	defer srv.Close()
 
-	s, m, _ := testSender(t, srv.URL, ClientConfig{TLS: TLSConfig{CAFile: caFile, CertFile: cliCert, KeyFile: cliKey}})
+	s, m, _ := testSender(t, srv.URL, ClientConfig{TLS: tlsconfig.Config{CAFile: pki.CAFile, CertFile: pki.ClientCert, KeyFile: pki.ClientKey}})
 	if err := s.deliver(context.Background(), encode(t, samples()), 3); err != nil || testutil.ToFloat64(m.sent.WithLabelValues("sink")) != 3 {
 		t.Fatalf("with the client certificate: %v", err)
 	}
-	c, err := NewClient(ClientConfig{URL: srv.URL, Timeout: time.Second, TLS: TLSConfig{CAFile: caFile}})
+	c, err := NewClient(ClientConfig{URL: srv.URL, Timeout: time.Second, TLS: tlsconfig.Config{CAFile: pki.CAFile}})
 	if err != nil {
 		t.Fatal(err)
 	}
