@@ -123,9 +123,14 @@ func encodeSamples(ref uint64, base int64, samples []Sample) *canopyv1.SeriesSam
 
 // ToProtoLabels converts a label set to its wire form.
 func ToProtoLabels(ls labels.Labels) []*canopyv1.Label {
-	out := make([]*canopyv1.Label, 0, ls.Len())
+	n := ls.Len()
+	out := make([]*canopyv1.Label, n)
+	slab := make([]canopyv1.Label, n) // one allocation for the messages
+	i := 0
 	ls.Range(func(l labels.Label) {
-		out = append(out, &canopyv1.Label{Name: l.Name, Value: l.Value})
+		slab[i].Name, slab[i].Value = l.Name, l.Value
+		out[i] = &slab[i]
+		i++
 	})
 	return out
 }

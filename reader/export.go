@@ -141,14 +141,16 @@ func (j *jsonWriter) Series(ls labels.Labels, samples []batch.Sample) error {
 	j.w.Write(lb)
 	j.w.WriteString(`,"samples":[`)
 	for i, smp := range samples {
+		b := j.w.AvailableBuffer()
 		if i > 0 {
-			j.w.WriteByte(',')
+			b = append(b, ',')
 		}
-		j.w.WriteByte('[')
-		j.w.WriteString(formatTimestamp(smp.T))
-		j.w.WriteString(`,"`)
-		j.w.WriteString(formatValue(smp.V))
-		j.w.WriteString(`"]`)
+		b = append(b, '[')
+		b = appendTimestamp(b, smp.T)
+		b = append(b, `,"`...)
+		b = appendValue(b, smp.V)
+		b = append(b, `"]`...)
+		j.w.Write(b)
 	}
 	j.w.WriteString("]}")
 	return nil

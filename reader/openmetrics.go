@@ -40,13 +40,17 @@ func (o *OpenMetricsWriter) Series(ls labels.Labels, samples []batch.Sample) err
 		o.w.WriteString(" unknown\n")
 	}
 	o.buf = appendSeriesID(o.buf[:0], name, ls)
+	id := len(o.buf)
 	for _, s := range samples {
-		o.w.Write(o.buf)
-		o.w.WriteByte(' ')
-		o.w.WriteString(formatValue(s.V))
-		o.w.WriteByte(' ')
-		o.w.WriteString(formatTimestamp(s.T))
-		o.w.WriteByte('\n')
+		line := append(o.buf[:id], ' ')
+		line = appendValue(line, s.V)
+		line = append(line, ' ')
+		line = appendTimestamp(line, s.T)
+		line = append(line, '\n')
+		o.buf = line
+		if _, err := o.w.Write(line); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -93,27 +97,31 @@ func appendEscaped(b []byte, s string) []byte {
 	return append(b, escaper.Replace(s)...)
 }
 
-func formatValue(v float64) string {
+func appendValue(b []byte, v float64) []byte {
 	switch {
 	case math.IsNaN(v):
-		return "NaN"
+		return append(b, "NaN"...)
 	case math.IsInf(v, 1):
-		return "+Inf"
+		return append(b, "+Inf"...)
 	case math.IsInf(v, -1):
-		return "-Inf"
+		return append(b, "-Inf"...)
 	}
-	return strconv.FormatFloat(v, 'g', -1, 64)
+	return strconv.AppendFloat(b, v, 'g', -1, 64)
 }
 
-// formatTimestamp renders milliseconds as OpenMetrics seconds.
-func formatTimestamp(ms int64) string {
+// appendTimestamp renders milliseconds as OpenMetrics seconds.
+func appendTimestamp(b []byte, ms int64) []byte {
 	if ms < 0 {
-		return strconv.FormatFloat(float64(ms)/1000, 'f', -1, 64)
+		return strconv.AppendFloat(b, float64(ms)/1000, 'f', -1, 64)
 	}
 	sec, frac := ms/1000, ms%1000
+	b = strconv.AppendInt(b, sec, 10)
 	if frac == 0 {
-		return strconv.FormatInt(sec, 10)
+		return b
 	}
-	s := strconv.FormatInt(frac+1000, 10)[1:] // zero-padded to 3 digits
-	return strconv.FormatInt(sec, 10) + "." + strings.TrimRight(s, "0")
+	b = append(b, '.', byte('0'+frac/100), byte('0'+frac/10%10), byte('0'+frac%10))
+	for b[len(b)-1] == '0' {
+		b = b[:len(b)-1]
+	}
+	return b
 }

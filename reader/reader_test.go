@@ -98,3 +98,19 @@ func TestOpenMetricsRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestOpenMetricsNumbers(t *testing.T) {
+	for ms, want := range map[int64]string{0: "0", 1000: "1", 1500: "1.5", 1005: "1.005", 1050: "1.05", 1_700_000_000_123: "1700000000.123", -1500: "-1.5"} {
+		if got := string(appendTimestamp(nil, ms)); got != want {
+			t.Errorf("timestamp %d: %q, want %q", ms, got, want)
+		}
+	}
+	for v, want := range map[float64]string{0.25: "0.25", 1e21: "1e+21", math.Inf(1): "+Inf", math.Inf(-1): "-Inf", -3: "-3"} {
+		if got := string(appendValue(nil, v)); got != want {
+			t.Errorf("value %v: %q, want %q", v, got, want)
+		}
+	}
+	if got := string(appendValue(nil, math.NaN())); got != "NaN" {
+		t.Errorf("NaN: %q", got)
+	}
+}

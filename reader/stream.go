@@ -27,13 +27,16 @@ const (
 )
 
 // Hub fans updates out to subscribers by topic. Publishing never blocks:
-// each subscriber has a bounded buffer, and an update that does not fit is
-// dropped for that subscriber alone and reported to it (Dropped) with the
-// next update it gets. It is safe for concurrent use.
+// each subscriber has a buffer bounded in updates and in samples, and an
+// update that does not fit is dropped for that subscriber alone and
+// reported to it (Dropped) with the next update it gets. The sample bound
+// caps the memory a stalled subscriber holds (and the garbage collector
+// scans) whatever the size of the updates. It is safe for concurrent use.
 type Hub struct {
-	buffer int
-	closed chan struct{}
-	once   sync.Once
+	buffer        int
+	bufferSamples int64
+	closed        chan struct{}
+	once          sync.Once
 
 	mu   sync.RWMutex
 	subs map[*Subscription]struct{}
@@ -48,15 +51,18 @@ type Subscription struct {
 	kind, id string // id "*" matches every id
 	c        chan *canopyv1.SubscribeResponse
 	dropped  atomic.Uint64
+	queued   atomic.Int64 // samples in c
 }
 
 // Updates delivers the subscriber's updates.
 func (s *Subscription) Updates() <-chan *canopyv1.SubscribeResponse { return s.c }
 
-// NewHub gives each subscriber a buffer of buffer updates.
-func NewHub(buffer int, reg prometheus.Registerer) *Hub {
+// NewHub gives each subscriber a buffer of up to buffer updates holding
+// up to bufferSamples samples (0: no sample bound); one update is always
+// let in to an empty buffer, however large.
+func NewHub(buffer, bufferSamples int, reg prometheus.Registerer) *Hub {
 	h := &Hub{
-		buffer: buffer, subs: map[*Subscription]struct{}{}, closed: make(chan struct{}),
+		buffer: buffer, bufferSamples: int64(bufferSamples), subs: map[*Subscription]struct{}{}, closed: make(chan struct{}),
 		delivered:   prometheus.NewCounter(prometheus.CounterOpts{Name: "canopy_reader_stream_updates_total", Help: "Updates queued to stream subscribers."}),
 		dropped:     prometheus.NewCounter(prometheus.CounterOpts{Name: "canopy_reader_stream_dropped_updates_total", Help: "Updates dropped for subscribers that read too slowly."}),
 		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "canopy_reader_stream_subscribers", Help: "Open stream subscriptions."}),
@@ -95,7 +101,8 @@ func (h *Hub) Subscribe(topic string) (*Subscription, error) {
 	return s, nil
 }
 
-// Unsubscribe closes s.
+// Unsubscribe stops deliveries to s; its channel stays open (a publisher
+// may be sending to it).
 func (h *Hub) Unsubscribe(s *Subscription) {
 	h.mu.Lock()
 	if _, ok := h.subs[s]; ok {
@@ -119,64 +126,132 @@ func (h *Hub) Active() bool { return h.n.Load() > 0 }
 // Publish hands u (topic of kind kind for id) to every matching
 // subscriber without blocking.
 func (h *Hub) Publish(kind, id string, u *canopyv1.SubscribeResponse) {
+	n := updateSamples(u)
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for s := range h.subs {
 		if s.kind != kind || (s.id != "*" && s.id != id) {
 			continue
 		}
+		if q := s.queued.Add(n); h.bufferSamples > 0 && q > n && q > h.bufferSamples {
+			s.queued.Add(-n)
+			s.dropped.Add(1)
+			h.dropped.Inc()
+			continue
+		}
 		select {
 		case s.c <- u: // shared, read-only: concurrent marshalling is safe
 			h.delivered.Inc()
 		default:
+			s.queued.Add(-n)
 			s.dropped.Add(1)
 			h.dropped.Inc()
 		}
 	}
 }
 
+// updateSamples is how many samples an update carries (at least 1, so
+// sample-less NI updates count too).
+func updateSamples(u *canopyv1.SubscribeResponse) int64 {
+	n := int64(1)
+	for _, s := range u.Series {
+		n += int64(len(s.Samples))
+	}
+	return n
+}
+
+// wants reports whether any subscriber follows the topic.
+func (h *Hub) wants(kind, id string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for s := range h.subs {
+		if s.kind == kind && (s.id == "*" || s.id == id) {
+			return true
+		}
+	}
+	return false
+}
+
 // Publisher turns committed samples into updates: each node's samples as
 // one update on its node topic, the dc aggregates and dc NI on the dc
-// topic, the tree and subtree NI on tree.ni.
+// topic, the tree and subtree NI on tree.ni. It runs on every commit, so
+// it routes each series once (a commit holds a series' samples back to
+// back) and allocates the samples of an update in one slab.
 func (h *Hub) Publisher() func([]Sample) {
+	type topic struct{ kind, id string }
+	type group struct {
+		topic
+		msg *canopyv1.SubscribeResponse
+	}
+	type series struct {
+		ls  labels.Labels
+		g   *group // nil: nobody follows the series' topic
+		ser *canopyv1.Series
+		ni  string // the NI count the series carries for its update
+	}
 	return func(samples []Sample) {
 		if !h.Active() || len(samples) == 0 {
 			return
 		}
-		type group struct {
-			kind, id string
-			msg      *canopyv1.SubscribeResponse
-			series   map[string]*canopyv1.Series
-		}
-		groups := map[string]*group{}
-		var order []*group
-		for _, smp := range samples {
-			kind, id, ni := route(smp.Labels)
-			if kind == "" {
+		var (
+			groups = map[topic]*group{} // nil for topics nobody follows
+			order  []*group
+			byHash = map[uint64][]*series{} // followed series seen in the commit
+			slab   []canopyv1.Sample
+			other  series // the current series when nobody follows it
+			cur    = &other
+		)
+		for i, smp := range samples {
+			if i == 0 || !labels.Equal(smp.Labels, cur.ls) {
+				other = series{ls: smp.Labels}
+				cur = &other
+				kind, id, ni := route(smp.Labels)
+				if kind == "" {
+					continue
+				}
+				t := topic{kind, id}
+				g, seen := groups[t]
+				if !seen {
+					if h.wants(kind, id) {
+						g = &group{topic: t, msg: &canopyv1.SubscribeResponse{Topic: kind + id}}
+						order = append(order, g)
+					}
+					groups[t] = g
+				}
+				if g == nil {
+					continue
+				}
+				// A commit of several batches holds a series more than once.
+				hash := smp.Labels.Hash()
+				known := false
+				for _, s := range byHash[hash] {
+					if labels.Equal(s.ls, smp.Labels) {
+						cur, known = s, true
+						break
+					}
+				}
+				if !known {
+					if ni != "" && g.msg.Ni == nil {
+						g.msg.Ni = &canopyv1.NetworkImprecision{}
+					}
+					cur = &series{ls: smp.Labels, g: g, ni: ni, ser: &canopyv1.Series{Labels: batch.ToProtoLabels(smp.Labels)}}
+					g.msg.Series = append(g.msg.Series, cur.ser)
+					byHash[hash] = append(byHash[hash], cur)
+				}
+			}
+			if cur.g == nil {
 				continue
 			}
-			key := kind + id
-			g, ok := groups[key]
-			if !ok {
-				topic := kind + id
-				g = &group{kind: kind, id: id, msg: &canopyv1.SubscribeResponse{Topic: topic}, series: map[string]*canopyv1.Series{}}
-				groups[key] = g
-				order = append(order, g)
+			if cur.ni != "" {
+				setNI(cur.g.msg.Ni, cur.ni, smp.V) // the series' last sample wins
 			}
-			if ni != "" {
-				if g.msg.Ni == nil {
-					g.msg.Ni = &canopyv1.NetworkImprecision{}
-				}
-				setNI(g.msg.Ni, ni, smp.V)
+			if slab == nil {
+				slab = make([]canopyv1.Sample, len(samples)-i)
 			}
-			lk := smp.Labels.String()
-			ser, ok := g.series[lk]
-			if !ok {
-				ser = &canopyv1.Series{Labels: batch.ToProtoLabels(smp.Labels)}
-				g.series[lk] = ser
-				g.msg.Series = append(g.msg.Series, ser)
-			}
-			ser.Samples = append(ser.Samples, &canopyv1.Sample{TimestampMs: smp.T, Value: smp.V})
+			sp := &slab[0]
+			slab = slab[1:]
+			sp.TimestampMs, sp.Value = smp.T, smp.V
+			cur.ser.Samples = append(cur.ser.Samples, sp)
 		}
 		for _, g := range order {
 			h.Publish(g.kind, g.id, g.msg)
@@ -264,6 +339,7 @@ func (s *Service) follow(ctx context.Context, topic string, send func(*canopyv1.
 		case <-s.cfg.Hub.closed:
 			return nil
 		case u := <-sub.Updates():
+			sub.queued.Add(-updateSamples(u))
 			if d := sub.dropped.Swap(0); d > 0 {
 				// Tell this subscriber what it missed; the update itself
 				// is shared with the others and stays untouched.

@@ -20,7 +20,7 @@ func BenchmarkStreamFanOut(b *testing.B) {
 	}
 	for _, stalled := range []bool{false, true} {
 		b.Run(fmt.Sprintf("stalled=%v", stalled), func(b *testing.B) {
-			h := NewHub(1024, nil)
+			h := NewHub(1024, 100_000, nil)
 			var wg sync.WaitGroup
 			var subs []*Subscription
 			for range 100 {

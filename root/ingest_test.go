@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/canopytree/canopy/batch"
 	"github.com/canopytree/canopy/leaf"
 	canopyv1 "github.com/canopytree/canopy/proto/canopy/v1"
+	"github.com/canopytree/canopy/reader"
 )
 
 var t0 = time.Unix(1_700_000_000, 0)
@@ -157,7 +159,11 @@ func TestIngestFailureIsNotAcknowledged(t *testing.T) {
 
 // BenchmarkIngest measures the root appending node_exporter-sized windows
 // (≈510 series × 3 samples, a real scrape recorded in testdata) from 8
-// origins into the TSDB, each window 5 s after the previous one.
+// origins into the TSDB, each window 5 s after the previous one; then the
+// same with the stream's hub behind the commit: one subscriber following
+// one node, 100 subscribers of metrics.nodes.* reading as fast as they
+// can, and those plus one that never reads (its buffer fills and its
+// updates are dropped: ingest must not slow down).
 func BenchmarkIngest(b *testing.B) {
 	body, err := os.ReadFile("../batch/testdata/node_exporter.txt")
 	if err != nil {
@@ -179,26 +185,64 @@ func BenchmarkIngest(b *testing.B) {
 		}
 		windows[o] = batch.Batch{ID: batch.ID{Origin: id.Node, Epoch: 1}, Series: bld.Take()}
 	}
-	db := openDB(b)
-	in := NewIngester(IngestConfig{Now: time.Now}, db, func([]*canopyv1.Ack) {}, nil)
-	start := time.Now().UnixMilli()
-	samples := windows[0].NumSamples()
-	b.ReportAllocs()
-	b.ResetTimer()
-	i := 0
-	for b.Loop() {
-		w := &windows[i%origins]
-		round := int64(i / origins)
-		w.Seq, w.LowSeq = uint64(round)+1, 1
-		for si := range w.Series {
-			for j := range w.Series[si].Samples {
-				w.Series[si].Samples[j].T = start + round*5000 + int64(j)*2000
+	for _, tc := range []struct {
+		name    string
+		topic   string
+		readers int
+		stalled bool
+	}{
+		{"subscribers=0", "", 0, false},
+		{"subscribers=1-node", "metrics.nodes.edge-0001", 1, false},
+		{"subscribers=100-all-nodes", "metrics.nodes.*", 100, false},
+		{"subscribers=100-all-nodes+stalled", "metrics.nodes.*", 100, true},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			hub := reader.NewHub(1024, 100_000, nil)
+			done := make(chan struct{})
+			var readers sync.WaitGroup
+			defer readers.Wait()
+			defer close(done)
+			for range tc.readers {
+				sub, err := hub.Subscribe(tc.topic)
+				if err != nil {
+					b.Fatal(err)
+				}
+				readers.Go(func() {
+					for {
+						select {
+						case <-sub.Updates():
+						case <-done:
+							return
+						}
+					}
+				})
 			}
-		}
-		if err := in.Accept(context.Background(), "c", []batch.Batch{*w}); err != nil {
-			b.Fatal(err)
-		}
-		i++
+			if tc.stalled {
+				if _, err := hub.Subscribe(tc.topic); err != nil {
+					b.Fatal(err)
+				}
+			}
+			store := tee{db: openDB(b), publish: hub.Publisher(), active: hub.Active}
+			in := NewIngester(IngestConfig{Now: time.Now}, store, func([]*canopyv1.Ack) {}, nil)
+			start := time.Now().UnixMilli()
+			samples := windows[0].NumSamples()
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				w := &windows[i%origins]
+				round := int64(i / origins)
+				w.Seq, w.LowSeq = uint64(round)+1, 1
+				for si := range w.Series {
+					for j := range w.Series[si].Samples {
+						w.Series[si].Samples[j].T = start + round*5000 + int64(j)*2000
+					}
+				}
+				if err := in.Accept(context.Background(), "c", []batch.Batch{*w}); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+			b.ReportMetric(float64(samples)*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
+		})
 	}
-	b.ReportMetric(float64(samples)*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
 }

@@ -77,8 +77,11 @@ type Options struct {
 	// StreamBuffer is how many updates a slow stream subscriber may fall
 	// behind before its updates are dropped (and reported to it).
 	StreamBuffer int
-	Instance     uint64
-	Now          func() time.Time
+	// StreamBufferSamples bounds the samples such a subscriber's buffer
+	// holds, and so its memory (default 100,000).
+	StreamBufferSamples int
+	Instance            uint64
+	Now                 func() time.Time
 }
 
 // Root is the running top of the tree.
@@ -111,6 +114,9 @@ func Open(opts Options, log *slog.Logger) (*Root, error) {
 	if opts.StreamBuffer <= 0 {
 		opts.StreamBuffer = 1024
 	}
+	if opts.StreamBufferSamples <= 0 {
+		opts.StreamBufferSamples = 100_000
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	tsdbOpts := tsdb.DefaultOptions()
@@ -120,7 +126,7 @@ func Open(opts Options, log *slog.Logger) (*Root, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open TSDB in %s: %w", opts.DataDir, err)
 	}
-	r := &Root{opts: opts, log: log, reg: reg, DB: db, Hub: reader.NewHub(opts.StreamBuffer, reg)}
+	r := &Root{opts: opts, log: log, reg: reg, DB: db, Hub: reader.NewHub(opts.StreamBuffer, opts.StreamBufferSamples, reg)}
 	if len(opts.Remote) > 0 {
 		if err := r.openRemote(); err != nil {
 			db.Close()

@@ -141,6 +141,11 @@ type Reader struct {
 	// /openapi.json stay open. Empty: the reader is open.
 	BearerToken     string `mapstructure:"bearer_token"`
 	BearerTokenFile string `mapstructure:"bearer_token_file"`
+	// StreamBuffer and StreamBufferSamples bound what a stream subscriber
+	// that reads too slowly may fall behind before its updates are dropped
+	// (and reported to it): updates, and samples in them.
+	StreamBuffer        int `mapstructure:"stream_buffer"`
+	StreamBufferSamples int `mapstructure:"stream_buffer_samples"`
 }
 
 // Default is what the root runs with when nothing is set.
@@ -161,10 +166,12 @@ func Default() Config {
 		Ingest: Ingest{MaxAge: 2 * time.Hour, MaxFuture: 10 * time.Minute},
 		Limits: config.DefaultLimits(),
 		Reader: Reader{
-			MaxSeries:      200_000,
-			MaxSamples:     50_000_000,
-			LatestLookback: 5 * time.Minute,
-			LatestMetrics:  reader.DefaultLatestMetrics,
+			MaxSeries:           200_000,
+			MaxSamples:          50_000_000,
+			LatestLookback:      5 * time.Minute,
+			LatestMetrics:       reader.DefaultLatestMetrics,
+			StreamBuffer:        1024,
+			StreamBufferSamples: 100_000,
 		},
 		Aggregation: Aggregation{Rules: config.DefaultAggregationRules()},
 		RemoteWrite: RemoteWrite{MaxBytes: 4 << 30, MaxAge: 6 * time.Hour, SegmentBytes: 64 << 20},
@@ -219,6 +226,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("reader.max_series, reader.max_samples: must be positive")
 	case c.Reader.LatestLookback <= 0:
 		return fmt.Errorf("reader.latest_lookback: must be positive")
+	case c.Reader.StreamBuffer <= 0 || c.Reader.StreamBufferSamples <= 0:
+		return fmt.Errorf("reader.stream_buffer, reader.stream_buffer_samples: must be positive")
 	}
 	for _, addr := range []struct{ key, v string }{{"root.grpc_listen", c.Root.GRPCListen}, {"root.http_listen", c.Root.HTTPListen}} {
 		if _, _, err := net.SplitHostPort(addr.v); err != nil {
@@ -394,7 +403,9 @@ func (c *Config) Options() root.Options {
 			LatestLookback: c.Reader.LatestLookback, LatestMetrics: c.Reader.LatestMetrics,
 			BearerToken: token,
 		},
-		TLS:         serverTLS,
-		ForgetAfter: c.Root.ForgetAfter,
+		TLS:                 serverTLS,
+		StreamBuffer:        c.Reader.StreamBuffer,
+		StreamBufferSamples: c.Reader.StreamBufferSamples,
+		ForgetAfter:         c.Root.ForgetAfter,
 	}
 }
