@@ -12,7 +12,7 @@ GO      ?= go
 BIN     := bin
 PLUGINS := $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-grpc-gateway $(BIN)/protoc-gen-openapiv2
 
-.PHONY: all build run test bench bench-remote sim integration proto proto-check lint check clean
+.PHONY: all build run test bench bench-remote bench-project sim integration proto proto-check lint check clean
 
 all: build
 
@@ -26,7 +26,13 @@ test:
 	$(GO) test -race -count=1 ./...
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./batch/ ./root/ ./leaf/ ./filter/ ./supernode/ ./bench/
+	$(GO) test -run '^$$' -bench . -benchmem ./batch/ ./root/ ./root/remote/ ./reader/ ./leaf/ ./filter/ ./supernode/ ./bench/
+
+# The Astral paper's sink-load projection: its two tables (and sink
+# servers, samples and bytes), and its three graphs as SVG.
+bench-project:
+	mkdir -p bench/results/projection
+	$(GO) run ./cmd/canopy-bench project --plots bench/results/projection | tee bench/results/projection/tables.txt
 
 # The tree simulation at full size (100,000 nodes; `make test` runs a
 # smaller one under the race detector).

@@ -1,6 +1,13 @@
 // Command canopy-bench measures canopy.
 //
+//	canopy-bench project [--nodes 100000] [--fanout 100] [--depths 3] [--windows 0,5s,10s,30s] [--plots DIR] [--json] …
 //	canopy-bench remote-write --url URL [--url URL …] [--nodes 100] [--windows 10] [--series 1500] [--json]
+//
+// project is the Astral paper's analytic model of the sink's load: with
+// its defaults (the paper's parameters) it prints the paper's two tables,
+// sink requests/s and worst-case freshness by depth and window, then the
+// sink servers needed and the samples and bytes reaching the sink, and
+// with --plots writes the paper's three graphs as SVG.
 //
 // remote-write measures sustained remote write from the root's durable
 // log into real sinks (Prometheus's /api/v1/write, VictoriaMetrics'
@@ -33,19 +40,31 @@ func main() {
 	}
 }
 
-const usage = "usage: canopy-bench remote-write --url URL [--url URL …] [--nodes N] [--windows N] [--series N] [--json]"
+const usage = `usage:
+  canopy-bench project [--nodes N] [--fanout N] [--depths N] [--windows 0,5s,…] [--sink-capacity R] [--plots DIR] [--json]
+  canopy-bench remote-write --url URL [--url URL …] [--nodes N] [--windows N] [--series N] [--json]`
 
 func run(args []string, out io.Writer) error {
-	if len(args) == 0 || args[0] != "remote-write" {
+	if len(args) == 0 {
 		return errors.New(usage)
 	}
+	switch args[0] {
+	case "project":
+		return project(args[1:], out)
+	case "remote-write":
+		return remoteWrite(args[1:], out)
+	}
+	return errors.New(usage)
+}
+
+func remoteWrite(args []string, out io.Writer) error {
 	flags := pflag.NewFlagSet("remote-write", pflag.ContinueOnError)
 	urls := flags.StringArray("url", nil, "remote-write URL (repeat for several sinks, measured one after the other)")
 	nodes := flags.Int("nodes", 100, "emulated nodes")
 	windows := flags.Int("windows", 10, "5 s windows per node")
 	series := flags.Int("series", 1500, "series per node")
 	asJSON := flags.Bool("json", false, "print results as JSON")
-	if err := flags.Parse(args[1:]); err != nil {
+	if err := flags.Parse(args); err != nil {
 		return err
 	}
 	if len(*urls) == 0 || *nodes <= 0 || *windows <= 0 || *series <= 0 {
