@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -27,8 +28,10 @@ type AgentConfig struct {
 	ScrapeTimeout  time.Duration
 	Window         time.Duration
 	Targets        []Target
-	// Machine collector; nil disables it.
-	Machine *MachineCollector
+	// Collector is the built-in source scraped with the targets: the
+	// machine's /proc (MachineCollector) or, in the bench, a synthetic
+	// one; nil disables it.
+	Collector Collector
 	// Filter decides which samples of a window are sent; nil sends all.
 	Filter *filter.Filter
 	// Epoch is this incarnation's id; batch seqs restart with it.
@@ -36,18 +39,32 @@ type AgentConfig struct {
 	Delivery        batch.Delivery
 	Buffer          batch.Limits
 	RetransmitAfter time.Duration
-	// MaxBatchesPerHeartbeat bounds one message when catching up a backlog.
+	// MaxBatchesPerHeartbeat bounds the node's own batches in one message
+	// when catching up a backlog.
 	MaxBatchesPerHeartbeat int
-	Now                    func() time.Time
+	// MaxForwardSamples bounds the children's samples one message carries
+	// (a supernode): a window's batches of every child go up in one
+	// message when they fit.
+	MaxForwardSamples int
+	Now               func() time.Time
 }
+
+// Collector produces samples without a scrape: the node's own machine
+// metrics, or a synthetic workload.
+type Collector interface {
+	Collect(id Identity, now time.Time) ([]ScrapedSample, error)
+}
+
+var _ Collector = (*MachineCollector)(nil)
 
 // Forwarder is the supernode side of a node's heartbeat: what the node's
 // subtree sends up with the node's own batches. The leaf defines it so it
 // does not depend on the supernode package.
 type Forwarder interface {
-	// Pending returns up to max batches waiting to go up, oldest first,
-	// without removing them.
-	Pending(max int) []*batch.Batch
+	// Pending returns the oldest batches waiting to go up, without
+	// removing them: up to maxBatches, and up to maxSamples samples in all
+	// (at least one batch, however large).
+	Pending(maxBatches, maxSamples int) []*batch.Batch
 	// Forwarded removes the first n batches Pending returned: the parent
 	// accepted them (or rejected them for good).
 	Forwarded(n int)
@@ -95,6 +112,9 @@ func NewAgent(cfg AgentConfig, uplink *Uplink, fwd Forwarder, reg prometheus.Reg
 	}
 	if cfg.MaxBatchesPerHeartbeat <= 0 {
 		cfg.MaxBatchesPerHeartbeat = 16
+	}
+	if cfg.MaxForwardSamples <= 0 {
+		cfg.MaxForwardSamples = 1_000_000
 	}
 	a := &Agent{
 		cfg:     cfg,
@@ -232,8 +252,8 @@ func (a *Agent) Run(ctx context.Context) {
 		a.startTarget(ts)
 	}
 	a.mu.Unlock()
-	if a.cfg.Machine != nil {
-		go a.every(ctx, a.cfg.ScrapeInterval, a.collectMachine)
+	if a.cfg.Collector != nil {
+		go a.every(ctx, a.cfg.ScrapeInterval, a.collect)
 	}
 	<-ctx.Done()
 }
@@ -244,7 +264,7 @@ func (a *Agent) every(ctx context.Context, interval time.Duration, f func(time.T
 	ticker.Every(ctx, interval, func() { f(a.cfg.Now()) })
 }
 
-// ScrapeOnce scrapes every target and the machine collector once, now. Run
+// ScrapeOnce scrapes every target and the collector once, now. Run
 // does this on its own; tests and one-shot tools call it directly.
 func (a *Agent) ScrapeOnce(ctx context.Context) {
 	now := a.cfg.Now()
@@ -259,8 +279,8 @@ func (a *Agent) ScrapeOnce(ctx context.Context) {
 		wg.Go(func() { a.scrapeTarget(ctx, ts, now) })
 	}
 	wg.Wait()
-	if a.cfg.Machine != nil {
-		a.collectMachine(now)
+	if a.cfg.Collector != nil {
+		a.collect(now)
 	}
 }
 
@@ -316,10 +336,10 @@ func (a *Agent) targetLabels(t Target, name string, kv ...string) labels.Labels 
 	return b.Labels()
 }
 
-func (a *Agent) collectMachine(now time.Time) {
-	samples, err := a.cfg.Machine.Collect(a.cfg.Identity, now)
+func (a *Agent) collect(now time.Time) {
+	samples, err := a.cfg.Collector.Collect(a.cfg.Identity, now)
 	if err != nil {
-		a.log.Debug("machine collector", "err", err)
+		a.log.Debug("collector", "err", err)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -402,13 +422,21 @@ func (a *Agent) flush(ctx context.Context, now time.Time, status *canopyv1.Heart
 	if a.uplink == nil {
 		return nil, ErrNoParent
 	}
-	limit := a.cfg.MaxBatchesPerHeartbeat
+	// limit caps the batches of one message only while halving a
+	// rejected one to find the bad batch. Children's batches that arrive
+	// while this window's heartbeat is being sent wait for the next one:
+	// each level batches a window, as the paper's model has it.
+	limit := math.MaxInt
+	var queued int
+	if a.fwd != nil {
+		queued = len(a.fwd.Pending(math.MaxInt, math.MaxInt))
+	}
 	var first *canopyv1.HeartbeatResponse
 	for {
-		own := a.buffer.Due(a.path, now, a.cfg.RetransmitAfter, limit)
+		own := a.buffer.Due(a.path, now, a.cfg.RetransmitAfter, min(limit, a.cfg.MaxBatchesPerHeartbeat))
 		var fwd []*batch.Batch
-		if a.fwd != nil {
-			fwd = a.fwd.Pending(limit - len(own))
+		if a.fwd != nil && limit > len(own) && queued > 0 {
+			fwd = a.fwd.Pending(min(limit-len(own), queued), a.cfg.MaxForwardSamples)
 		}
 		if first != nil && len(own)+len(fwd) == 0 {
 			return first, nil
@@ -425,12 +453,15 @@ func (a *Agent) flush(ctx context.Context, now time.Time, status *canopyv1.Heart
 				continue
 			}
 			a.discard(own, fwd, err)
+			if len(own) == 0 {
+				queued-- // it was the child's batch
+			}
 			continue
 		}
 		if first == nil {
 			first = resp
 		}
-		limit = a.cfg.MaxBatchesPerHeartbeat
+		limit = math.MaxInt
 		a.buffer.Sent(ids(own), resp.PathInstance, now)
 		a.path = resp.PathInstance
 		for _, ack := range resp.Acks {
@@ -441,6 +472,7 @@ func (a *Agent) flush(ctx context.Context, now time.Time, status *canopyv1.Heart
 		if a.fwd != nil {
 			a.fwd.Forwarded(len(fwd))
 			a.fwd.Upstream(resp)
+			queued -= len(fwd)
 		}
 		if ctx.Err() != nil {
 			return first, ctx.Err()
@@ -507,7 +539,7 @@ func (a *Agent) Drain(ctx context.Context, status *canopyv1.HeartbeatRequest, in
 	defer t.Stop()
 	for {
 		a.sendMu.Lock()
-		empty := a.buffer.Len() == 0 && (a.fwd == nil || len(a.fwd.Pending(1)) == 0)
+		empty := a.buffer.Len() == 0 && (a.fwd == nil || len(a.fwd.Pending(1, 1)) == 0)
 		var err error
 		if !empty {
 			_, err = a.flush(ctx, a.cfg.Now(), status)

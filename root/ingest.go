@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -163,11 +164,16 @@ func (in *Ingester) append(ctx context.Context, batches []*batch.Batch) error {
 	minT, maxT := now.Add(-in.cfg.MaxAge).UnixMilli(), now.Add(in.cfg.MaxFuture).UnixMilli()
 	app := in.db.Appender(ctx)
 	appended := 0
+	var instants []int64 // scrape instants of the batches, for the delay
 	for _, b := range batches {
+		batchInstants := len(instants)
 		for i := range b.Series {
 			s := &b.Series[i]
 			var ref storage.SeriesRef
 			for _, smp := range s.Samples {
+				if !slices.Contains(instants[batchInstants:], smp.T) {
+					instants = append(instants, smp.T)
+				}
 				if in.cfg.MaxAge > 0 && smp.T < minT {
 					in.metrics.dropped.WithLabelValues(DropTooOld).Inc()
 					continue
@@ -194,7 +200,11 @@ func (in *Ingester) append(ctx context.Context, batches []*batch.Batch) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	in.metrics.samples.Add(float64(appended))
-	in.metrics.appendSeconds.Observe(time.Since(start).Seconds())
+	committed := time.Now()
+	in.metrics.appendSeconds.Observe(committed.Sub(start).Seconds())
+	for _, t := range instants {
+		in.metrics.delay.Observe(committed.Sub(time.UnixMilli(t)).Seconds())
+	}
 	return nil
 }
 
@@ -254,6 +264,7 @@ type ingestMetrics struct {
 	samples       prometheus.Counter
 	dropped       *prometheus.CounterVec
 	appendSeconds prometheus.Histogram
+	delay         prometheus.Histogram
 }
 
 func newIngestMetrics(reg prometheus.Registerer) *ingestMetrics {
@@ -266,12 +277,17 @@ func newIngestMetrics(reg prometheus.Registerer) *ingestMetrics {
 			Help: "Samples not stored, by reason: too_old, too_far_in_future, out_of_order, out_of_bounds, duplicate_timestamp.",
 		}, []string{"reason"}),
 		appendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "canopy_root_append_seconds", Help: "Time to append and commit one heartbeat.", Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8)}),
+		delay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "canopy_root_sample_delay_seconds",
+			Help:    "Age of samples when the root committed them (scrape to storage: the tree's freshness), observed once per scrape instant of each batch.",
+			Buckets: prometheus.ExponentialBucketsRange(0.05, 600, 96),
+		}),
 	}
 	for _, r := range []string{DropTooOld, DropTooNew, DropOutOfOrder, DropOutOfBounds, DropConflict} {
 		m.dropped.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.batches, m.duplicates, m.samples, m.dropped, m.appendSeconds)
+		reg.MustRegister(m.batches, m.duplicates, m.samples, m.dropped, m.appendSeconds, m.delay)
 	}
 	return m
 }

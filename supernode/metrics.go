@@ -4,6 +4,7 @@ import "github.com/prometheus/client_golang/prometheus"
 
 type parentMetrics struct {
 	heartbeats prometheus.Counter
+	wireBytes  prometheus.Counter
 	batches    prometheus.Counter
 	rejected   *prometheus.CounterVec
 	children   prometheus.Gauge
@@ -12,6 +13,7 @@ type parentMetrics struct {
 func newParentMetrics(reg prometheus.Registerer) *parentMetrics {
 	m := &parentMetrics{
 		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{Name: "canopy_parent_heartbeats_total", Help: "Child heartbeats accepted."}),
+		wireBytes:  prometheus.NewCounter(prometheus.CounterOpts{Name: "canopy_parent_heartbeat_received_bytes_total", Help: "Bytes of child heartbeats as they arrived on the wire (compressed)."}),
 		batches:    prometheus.NewCounter(prometheus.CounterOpts{Name: "canopy_parent_batches_total", Help: "Batches received from children (including retransmits)."}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "canopy_parent_rejected_heartbeats_total",
@@ -23,7 +25,7 @@ func newParentMetrics(reg prometheus.Registerer) *parentMetrics {
 		m.rejected.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.heartbeats, m.batches, m.rejected, m.children)
+		reg.MustRegister(m.heartbeats, m.wireBytes, m.batches, m.rejected, m.children)
 	}
 	return m
 }

@@ -214,9 +214,20 @@ func TestSupernodeForwardsAndRoutesAcks(t *testing.T) {
 			}
 		}
 	}
-	pending := sn.Pending(10)
+	pending := sn.Pending(10, 1_000_000)
 	if len(pending) != 2 {
 		t.Fatalf("queued %d batches, want 2", len(pending))
+	}
+	// One upward message carries what fits the sample budget, and at
+	// least one batch, however large.
+	if n := len(sn.Pending(10, pending[0].NumSamples())); n != 1 {
+		t.Fatalf("a budget of one batch's samples took %d batches", n)
+	}
+	if n := len(sn.Pending(10, 1)); n != 1 {
+		t.Fatalf("a budget smaller than a batch took %d batches, want 1", n)
+	}
+	if n := len(sn.Pending(1, 1_000_000)); n != 1 {
+		t.Fatalf("a cap of one batch took %d", n)
 	}
 	sn.Forwarded(2)
 	sn.Upstream(&canopyv1.HeartbeatResponse{PathInstance: 99, Acks: []*canopyv1.Ack{{Origin: "a", Epoch: 1, Seq: 1}}})
@@ -238,7 +249,7 @@ func TestSupernodeForwardsAndRoutesAcks(t *testing.T) {
 	if _, err := sn.Heartbeat(ctx, heartbeat("a", 1, []*canopyv1.Label{{Name: "__name__", Value: "up"}, {Name: "node", Value: "a"}}, 2)); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(sn.Pending(10)); n != 0 {
+	if n := len(sn.Pending(10, 1_000_000)); n != 0 {
 		t.Fatalf("acknowledged batch queued again (%d pending)", n)
 	}
 }

@@ -76,13 +76,19 @@ func (s *Supernode) pop(n int) {
 }
 
 // Pending implements leaf.Forwarder.
-func (s *Supernode) Pending(max int) []*batch.Batch {
+func (s *Supernode) Pending(maxBatches, maxSamples int) []*batch.Batch {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if max <= 0 {
-		return nil
+	n, samples := 0, 0
+	for n < min(maxBatches, len(s.queue)) {
+		k := s.queue[n].NumSamples()
+		if n > 0 && samples+k > maxSamples {
+			break
+		}
+		samples += k
+		n++
 	}
-	return append([]*batch.Batch(nil), s.queue[:min(max, len(s.queue))]...)
+	return append([]*batch.Batch(nil), s.queue[:n]...)
 }
 
 // Forwarded implements leaf.Forwarder.

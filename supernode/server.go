@@ -13,8 +13,9 @@ import (
 )
 
 // ServerOptions are the gRPC server options a parent needs: the message
-// size limit, and a stats handler that counts heartbeats gRPC refused for
-// size before they reached the handler.
+// size limit, and a stats handler that counts heartbeat bytes as they
+// arrive and heartbeats gRPC refused for size before they reached the
+// handler.
 func (p *Parent) ServerOptions(maxMessageBytes int) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxMessageBytes),
@@ -36,8 +37,15 @@ func (t *tooLargeCounter) TagRPC(ctx context.Context, info *stats.RPCTagInfo) co
 }
 
 func (t *tooLargeCounter) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	if ctx.Value(methodKey{}) != canopyv1.TreeService_Heartbeat_FullMethodName {
+		return
+	}
+	if in, ok := s.(*stats.InPayload); ok {
+		t.p.metrics.wireBytes.Add(float64(in.WireLength))
+		return
+	}
 	end, ok := s.(*stats.End)
-	if !ok || end.Error == nil || ctx.Value(methodKey{}) != canopyv1.TreeService_Heartbeat_FullMethodName {
+	if !ok || end.Error == nil {
 		return
 	}
 	// The handler's own ResourceExhausted (child limit) is counted there;

@@ -1,7 +1,16 @@
 // Command canopy-bench measures canopy.
 //
+//	canopy-bench run [--leaves 10000] [--levels 2] [--fanout 100] [--window 5s] [--series 100] [--json] [--out FILE]
 //	canopy-bench project [--nodes 100000] [--fanout 100] [--depths 3] [--windows 0,5s,10s,30s] [--plots DIR] [--json] …
 //	canopy-bench remote-write --url URL [--url URL …] [--nodes 100] [--windows 10] [--series 1500] [--json]
+//
+// run is a live emulation on loopback with the real code: a root, the
+// supernodes of the levels asked for (fan-out --fanout) and emulated
+// leaves with node_exporter-like synthetic series, each role in a process
+// of its own (this binary, "role root|supernodes|leaves"). After a warm-up
+// it measures what reaches the root: requests/s, samples/s, bytes/s,
+// freshness (scrape to storage), and CPU and memory per role, and prints
+// them beside the projection with the ratio.
 //
 // project is the Astral paper's analytic model of the sink's load: with
 // its defaults (the paper's parameters) it prints the paper's two tables,
@@ -41,6 +50,7 @@ func main() {
 }
 
 const usage = `usage:
+  canopy-bench run [--leaves N] [--levels 1|2|3] [--fanout N] [--window 5s] [--series N] [--json] [--out FILE]
   canopy-bench project [--nodes N] [--fanout N] [--depths N] [--windows 0,5s,…] [--sink-capacity R] [--plots DIR] [--json]
   canopy-bench remote-write --url URL [--url URL …] [--nodes N] [--windows N] [--series N] [--json]`
 
@@ -51,6 +61,10 @@ func run(args []string, out io.Writer) error {
 	switch args[0] {
 	case "project":
 		return project(args[1:], out)
+	case "run":
+		return runLive(args[1:], out)
+	case "role":
+		return role(args[1:], out)
 	case "remote-write":
 		return remoteWrite(args[1:], out)
 	}

@@ -156,10 +156,13 @@ type Batch struct {
 	DrainTimeout time.Duration `mapstructure:"drain_timeout"`
 }
 
-// Forward bounds a supernode's queue of children's batches.
+// Forward bounds a supernode's queue of children's batches, and how many
+// of their samples one upward heartbeat carries: the children's batches
+// of a window go up merged in one message when they fit.
 type Forward struct {
-	MaxSamples int `mapstructure:"max_samples"`
-	MaxBytes   int `mapstructure:"max_bytes"`
+	MaxSamples        int `mapstructure:"max_samples"`
+	MaxBytes          int `mapstructure:"max_bytes"`
+	MaxMessageSamples int `mapstructure:"max_message_samples"`
 }
 
 // Default is the configuration a node runs with when nothing is set.
@@ -209,7 +212,7 @@ func Default() Config {
 		},
 		Filter:  Filter{KeyframeWindows: fd.KeyframeWindows, StaleAfterWindows: fd.StaleAfterWindows},
 		Limits:  config.DefaultLimits(),
-		Forward: Forward{MaxSamples: 5_000_000, MaxBytes: 512 << 20},
+		Forward: Forward{MaxSamples: 5_000_000, MaxBytes: 512 << 20, MaxMessageSamples: 1_000_000}, // half a parent's limits.max_samples
 		Log:     config.DefaultLog(),
 	}
 }
@@ -260,8 +263,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("batch.max_dictionary: must be positive")
 	case c.Batch.DrainTimeout < 0:
 		return fmt.Errorf("batch.drain_timeout: must not be negative")
-	case c.Forward.MaxSamples <= 0 || c.Forward.MaxBytes <= 0:
-		return fmt.Errorf("forward.max_samples, forward.max_bytes: must be positive")
+	case c.Forward.MaxSamples <= 0 || c.Forward.MaxBytes <= 0 || c.Forward.MaxMessageSamples <= 0:
+		return fmt.Errorf("forward.max_samples, forward.max_bytes, forward.max_message_samples: must be positive")
 	}
 	addrs := []struct{ key, v string }{{"node.listen", c.Node.Listen}, {"node.tree_listen", c.Node.TreeListen}, {"node.advertise", c.Node.Advertise}}
 	for i, r := range c.Node.Roots {

@@ -36,6 +36,7 @@ type Node struct {
 	log       *slog.Logger
 	reg       *prometheus.Registry
 	conns     *treegrpc.Conns
+	ownConns  bool // false: shared with other nodes of the process
 	Members   *tree.Safe
 	Agent     *leaf.Agent
 	Supernode *supernode.Supernode // nil on a leaf-only node
@@ -51,16 +52,40 @@ type Node struct {
 	wg sync.WaitGroup
 }
 
+// Option adjusts what New builds beyond the configuration file; the bench
+// runs thousands of nodes in one process with them.
+type Option func(*options)
+
+type options struct {
+	conns     *treegrpc.Conns
+	collector leaf.Collector
+}
+
+// WithConns makes the node use a connection pool shared with the other
+// nodes of its process (one connection per parent, however many nodes);
+// the node does not close it. Such a node does not report the process's
+// Go and process metrics, which are not its own.
+func WithConns(c *treegrpc.Conns) Option { return func(o *options) { o.conns = c } }
+
+// WithCollector replaces the machine collector with c.
+func WithCollector(c leaf.Collector) Option { return func(o *options) { o.collector = c } }
+
 // New builds a node from a validated configuration. epoch identifies this
 // incarnation (batch seqs restart with it); pass 0 to derive it from the
 // clock.
-func New(cfg Config, epoch uint64, log *slog.Logger) (*Node, error) {
+func New(cfg Config, epoch uint64, log *slog.Logger, opts ...Option) (*Node, error) {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
 	now := time.Now()
 	if epoch == 0 {
 		epoch = uint64(now.UnixNano())
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	if o.conns == nil {
+		reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	}
 	n := &Node{cfg: cfg, log: log, reg: reg, state: &stateFile{dir: cfg.Node.StateDir}}
 	var creds credentials.TransportCredentials
 	if cfg.TLS.ClientEnabled() {
@@ -77,7 +102,10 @@ func New(cfg Config, epoch uint64, log *slog.Logger) (*Node, error) {
 		}
 		n.serverCreds = credentials.NewTLS(tc)
 	}
-	n.conns = treegrpc.NewConns(cfg.Batch.Window, cfg.Limits.MaxMessageBytes, creds)
+	n.conns, n.ownConns = o.conns, o.conns == nil
+	if n.ownConns {
+		n.conns = treegrpc.NewConns(cfg.Batch.Window, cfg.Limits.MaxMessageBytes, creds)
+	}
 
 	tc := cfg.treeConfig(detectCapacity(cfg, now))
 	if role, ok, err := n.state.role(); err != nil {
@@ -105,9 +133,9 @@ func New(cfg Config, epoch uint64, log *slog.Logger) (*Node, error) {
 		fwd = n.Supernode
 	}
 
-	var machine *leaf.MachineCollector
-	if cfg.Scrape.Machine {
-		if machine, err = leaf.NewMachineCollector(cfg.Scrape.ProcPath, cfg.Scrape.SysPath); err != nil {
+	collector := o.collector
+	if collector == nil && cfg.Scrape.Machine {
+		if collector, err = leaf.NewMachineCollector(cfg.Scrape.ProcPath, cfg.Scrape.SysPath); err != nil {
 			return nil, fmt.Errorf("scrape.machine: %w", err)
 		}
 	}
@@ -124,13 +152,14 @@ func New(cfg Config, epoch uint64, log *slog.Logger) (*Node, error) {
 		ScrapeTimeout:          cfg.Scrape.Timeout,
 		Window:                 cfg.Batch.Window,
 		Targets:                cfg.Scrape.Targets,
-		Machine:                machine,
+		Collector:              collector,
 		Filter:                 filter.New(fcfg),
 		Epoch:                  epoch,
 		Delivery:               cfg.delivery(),
 		Buffer:                 batch.Limits{MaxSamples: cfg.Batch.MaxSamples, MaxBytes: cfg.Batch.MaxBytes},
 		RetransmitAfter:        cfg.Batch.RetransmitAfter,
 		MaxBatchesPerHeartbeat: cfg.Batch.MaxBatchesPerHeartbeat,
+		MaxForwardSamples:      cfg.Forward.MaxMessageSamples,
 	}, uplink, fwd, reg, log.With("component", "agent"))
 	if err != nil {
 		return nil, err
@@ -210,7 +239,9 @@ func (n *Node) Run(ctx context.Context, apiLis, treeLis net.Listener) error {
 		srv.Stop()
 	}
 	n.wg.Wait()
-	n.conns.Close()
+	if n.ownConns {
+		n.conns.Close()
+	}
 	if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) {
 		return err
 	}
