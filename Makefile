@@ -12,7 +12,7 @@ GO      ?= go
 BIN     := bin
 PLUGINS := $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-grpc-gateway $(BIN)/protoc-gen-openapiv2
 
-.PHONY: all build run test bench bench-remote bench-project sim integration proto proto-check lint check clean
+.PHONY: all build run test bench bench-remote bench-project bench-run bench-direct bench-footprint sim integration proto proto-check lint check clean
 
 all: build
 
@@ -33,6 +33,34 @@ bench:
 bench-project:
 	mkdir -p bench/results/projection
 	$(GO) run ./cmd/canopy-bench project --plots bench/results/projection | tee bench/results/projection/tables.txt
+
+# The live tree beside the projection: 10,000 emulated leaves in two- and
+# three-level trees (supernodes of 100) at windows of 5 s and 10 s. Results
+# (text and JSON) go to bench/results/run.
+RUN_LEAVES ?= 10000
+bench-run: build
+	mkdir -p bench/results/run
+	for levels in 2 3; do for w in 5s 10s; do \
+		$(BIN)/canopy-bench run --leaves $(RUN_LEAVES) --levels $$levels --window $$w --quiet \
+			--out bench/results/run/tree-$(RUN_LEAVES)-$${levels}l-$$w.json | tee bench/results/run/tree-$(RUN_LEAVES)-$${levels}l-$$w.txt || exit 1; \
+	done; done
+
+# The centralised baseline at the same scale: every emulated leaf
+# remote-writes every sample to a real VictoriaMetrics (installed and
+# started like the integration suite).
+DIRECT_LEAVES ?= 10000
+bench-direct: build
+	mkdir -p bench/results/run
+	CANOPY_IT_COMMAND='bin/canopy-bench run --direct "$$CANOPY_IT_VICTORIAMETRICS_URL/api/v1/write" --leaves $(DIRECT_LEAVES) --window 5s --quiet --out bench/results/run/direct-$(DIRECT_LEAVES)-5s.json | tee bench/results/run/direct-$(DIRECT_LEAVES)-5s.txt' \
+		./scripts/integration.sh
+
+# The leaf's footprint beside vmagent and Prometheus in agent mode (Debian
+# packages): the same real node_exporter scraped every 2 s and forwarded
+# to the same VictoriaMetrics, one agent at a time.
+bench-footprint: build
+	mkdir -p bench/results
+	CANOPY_IT_COMMAND='bin/canopy-bench footprint --node-exporter "$$CANOPY_IT_NODE_EXPORTER_URL" --sink "$$CANOPY_IT_VICTORIAMETRICS_URL/api/v1/write" --out bench/results/footprint.json | tee bench/results/footprint.txt' \
+		./scripts/integration.sh
 
 # The tree simulation at full size (100,000 nodes; `make test` runs a
 # smaller one under the race detector).

@@ -56,7 +56,7 @@ func StartDirect(c EmulationConfig, first, count int, url string, reg prometheus
 	reg.MustRegister(d.requests, d.failed, d.samples, d.bytes, d.late, d.delay)
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
-	stagger := c.Window / time.Duration(max(1, count))
+	stagger := StartSpread(count, c.Window) / time.Duration(max(1, count))
 	for i := first; i < first+count; i++ {
 		id := leaf.Identity{Node: fmt.Sprintf("leaf-%06d", i), DC: fmt.Sprintf("dc-%d", i%max(1, c.DCs))}
 		syn := NewSynthetic(c.Workload, id, uint64(i)+1, &d.Produced)

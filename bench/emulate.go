@@ -157,11 +157,18 @@ type Emulated struct {
 	conns  *treegrpc.Conns
 }
 
+// StartSpread is how long StartLeaves takes to start count leaves: at
+// least a window, so their heartbeats do not arrive in lockstep, and 2 ms
+// per leaf, so joining (a first session carries every series' labels) is
+// a ramp, not a storm.
+func StartSpread(count int, window time.Duration) time.Duration {
+	return max(window, time.Duration(count)*2*time.Millisecond)
+}
+
 // StartLeaves runs count emulated leaves with ids leaf-<first>… in this
 // process, leaf i below parents[i % len(parents)]. Every leaf runs the real
 // node: filter, batch, heartbeat, acknowledgements; they share one
-// connection per parent. Starts are spread over a window so heartbeats do
-// not arrive in lockstep.
+// connection per parent. Starts are spread over StartSpread.
 func StartLeaves(c EmulationConfig, first, count int, parents []string, log *slog.Logger) (*Emulated, error) {
 	e := &Emulated{conns: treegrpc.NewConns(c.Window, c.MaxMessageBytes, nil)}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -192,7 +199,7 @@ func StartLeaves(c EmulationConfig, first, count int, parents []string, log *slo
 		})
 		e.Nodes = append(e.Nodes, n)
 	}
-	stagger := c.Window / time.Duration(max(1, count))
+	stagger := StartSpread(count, c.Window) / time.Duration(max(1, count))
 	for i, n := range e.Nodes {
 		e.wg.Go(func() {
 			select {
@@ -222,6 +229,11 @@ func StartSupernodes(c EmulationConfig, level int, parents []string, childLimit 
 		cfg := c.nodeConfig(fmt.Sprintf("sn-%d-%04d", level, i), fmt.Sprintf("dc-%d", i%max(1, c.DCs)), parent)
 		cfg.Node.Role, cfg.Node.TreeListen, cfg.Node.Advertise = "supernode", lis.Addr().String(), lis.Addr().String()
 		cfg.Tree.ChildLimit = childLimit
+		// A whole subtree's window in one upward heartbeat, as the model
+		// has it: a top supernode over 10,000 leaves forwards about a
+		// million samples a window, past the default budget.
+		cfg.Forward.MaxMessageSamples, cfg.Forward.MaxSamples, cfg.Forward.MaxBytes = 50_000_000, 100_000_000, 8<<30
+		cfg.Limits.MaxSamples, cfg.Limits.MaxSeries, cfg.Limits.MaxDictionary = 50_000_000, 10_000_000, 50_000_000
 		if err := cfg.Validate(); err != nil {
 			e.Stop()
 			return nil, nil, err
@@ -233,7 +245,17 @@ func StartSupernodes(c EmulationConfig, level int, parents []string, childLimit 
 		}
 		e.Nodes = append(e.Nodes, n)
 		addrs = append(addrs, lis.Addr().String())
-		e.wg.Go(func() { _ = n.Run(ctx, nil, lis) })
+		// Spread over a window, so their heartbeats do not arrive in
+		// lockstep either.
+		start := time.Duration(i) * c.Window / time.Duration(len(parents))
+		e.wg.Go(func() {
+			select {
+			case <-time.After(start):
+			case <-ctx.Done():
+				return
+			}
+			_ = n.Run(ctx, nil, lis)
+		})
 	}
 	return e, addrs, nil
 }

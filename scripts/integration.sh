@@ -62,7 +62,13 @@ pids+=($!)
 wait_http "127.0.0.1:$vm_port" victoria-metrics
 export CANOPY_IT_VICTORIAMETRICS_URL="http://127.0.0.1:$vm_port"
 
-# CANOPY_IT_GO_TEST_ARGS replaces the test selection (make bench-remote).
+# CANOPY_IT_COMMAND runs a command against the services instead of the
+# tests (make bench-footprint, bench-direct); CANOPY_IT_GO_TEST_ARGS
+# replaces the test selection (make bench-remote).
+if [ -n "${CANOPY_IT_COMMAND:-}" ]; then
+  bash -c "$CANOPY_IT_COMMAND"
+  exit $?
+fi
 read -r -a args <<<"${CANOPY_IT_GO_TEST_ARGS:--race -count=1 -run TestReal -v}"
 "$GO" test -tags integration "${args[@]}" ./internal/e2e/ 2>&1 | grep -v '^time='
 rc=${PIPESTATUS[0]}

@@ -323,15 +323,26 @@ func (n *Node) Tick(now time.Time) {
 // detached, so the data path keeps sealing windows without a parent.
 func (n *Node) sealWindow() {
 	if !n.now.Before(n.beatDue) {
-		n.beatDue = n.now.Add(n.cfg.Window)
+		n.beatDue = nextBeat(n.beatDue, n.now, n.cfg.Window)
 		n.send("", n.heartbeatRequest())
 	}
 }
 
 func (n *Node) heartbeat() {
 	n.beating = true
-	n.beatDue = n.now.Add(n.cfg.Window)
+	n.beatDue = nextBeat(n.beatDue, n.now, n.cfg.Window)
 	n.send(n.parent.Address, n.heartbeatRequest())
+}
+
+// nextBeat keeps heartbeats a window apart on average: the next one is due
+// a window after the last was due, not after it went out (a tick that
+// fires late would otherwise lengthen every period), unless the node fell
+// more than a window behind.
+func nextBeat(due, now time.Time, window time.Duration) time.Time {
+	if next := due.Add(window); next.After(now) {
+		return next
+	}
+	return now.Add(window)
 }
 
 func (n *Node) heartbeatRequest() *canopyv1.HeartbeatRequest {

@@ -2,6 +2,7 @@
 //
 //	canopy-bench run [--leaves 10000] [--levels 2] [--fanout 100] [--window 5s] [--series 100] [--json] [--out FILE]
 //	canopy-bench project [--nodes 100000] [--fanout 100] [--depths 3] [--windows 0,5s,10s,30s] [--plots DIR] [--json] …
+//	canopy-bench footprint --node-exporter URL --sink URL [--interval 2s] [--duration 60s] [--json] [--out FILE]
 //	canopy-bench remote-write --url URL [--url URL …] [--nodes 100] [--windows 10] [--series 1500] [--json]
 //
 // run is a live emulation on loopback with the real code: a root, the
@@ -11,6 +12,10 @@
 // it measures what reaches the root: requests/s, samples/s, bytes/s,
 // freshness (scrape to storage), and CPU and memory per role, and prints
 // them beside the projection with the ratio.
+//
+// footprint runs canopy-node, vmagent and Prometheus in agent mode one at
+// a time against the same node_exporter and remote-write sink (canopy-node
+// through a root that remote-writes) and reports each one's CPU and RSS.
 //
 // project is the Astral paper's analytic model of the sink's load: with
 // its defaults (the paper's parameters) it prints the paper's two tables,
@@ -52,6 +57,7 @@ func main() {
 const usage = `usage:
   canopy-bench run [--leaves N] [--levels 1|2|3] [--fanout N] [--window 5s] [--series N] [--json] [--out FILE]
   canopy-bench project [--nodes N] [--fanout N] [--depths N] [--windows 0,5s,…] [--sink-capacity R] [--plots DIR] [--json]
+  canopy-bench footprint --node-exporter URL --sink URL [--interval 2s] [--duration 60s] [--json] [--out FILE]
   canopy-bench remote-write --url URL [--url URL …] [--nodes N] [--windows N] [--series N] [--json]`
 
 func run(args []string, out io.Writer) error {
@@ -65,6 +71,8 @@ func run(args []string, out io.Writer) error {
 		return runLive(args[1:], out)
 	case "role":
 		return role(args[1:], out)
+	case "footprint":
+		return footprint(args[1:], out)
 	case "remote-write":
 		return remoteWrite(args[1:], out)
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"github.com/canopytree/canopy/batch"
 	"github.com/canopytree/canopy/bench"
 	"github.com/canopytree/canopy/root"
+	"github.com/canopytree/canopy/root/remote"
 )
 
 // The roles of a live run, each in a process of its own so that CPU and
@@ -58,10 +60,16 @@ func role(args []string, out io.Writer) error {
 	count := flags.Int("count", 0, "leaves: how many")
 	dcs := flags.Int("dcs", 10, "dcs the emulated nodes spread over")
 	direct := flags.String("direct", "", "leaves: remote-write every sample to this URL instead of joining a tree")
+	logLevel := flags.String("log-level", "warn", "debug, info, warn or error")
+	remoteWrite := flags.String("remote-write", "", "root: remote-write everything stored to this URL")
 	if err := flags.Parse(args[1:]); err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	emu := bench.EmulationConfig{Window: *window, ScrapeInterval: *scrape, Workload: bench.DefaultWorkload(*series), DCs: *dcs, MaxMessageBytes: 256 << 20}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -69,7 +77,7 @@ func role(args []string, out io.Writer) error {
 
 	switch args[0] {
 	case "root":
-		return runRootRole(ctx, *dataDir, *window, log, announce)
+		return runRootRole(ctx, *dataDir, *window, *remoteWrite, log, announce)
 	case "supernodes":
 		if len(*parents) != 1 || len(*counts) == 0 {
 			return errors.New("role supernodes: --parents ROOT --supernodes N[,N…]")
@@ -128,6 +136,7 @@ func role(args []string, out io.Writer) error {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) { _ = json.NewEncoder(w).Encode(stats()) })
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile) // where a large run spends its CPU
 		srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: mux}
 		go func() { _ = srv.Serve(lis) }()
 		defer srv.Close()
@@ -142,7 +151,7 @@ func role(args []string, out io.Writer) error {
 
 // runRootRole runs a root with limits sized for a whole emulated tree in
 // one heartbeat: its children are few, their messages large.
-func runRootRole(ctx context.Context, dataDir string, window time.Duration, log *slog.Logger, announce func(ready) error) error {
+func runRootRole(ctx context.Context, dataDir string, window time.Duration, remoteWrite string, log *slog.Logger, announce func(ready) error) error {
 	if dataDir == "" {
 		return errors.New("role root: --data-dir")
 	}
@@ -154,7 +163,13 @@ func runRootRole(ctx context.Context, dataDir string, window time.Duration, log 
 	if err != nil {
 		return err
 	}
+	var endpoints []remote.Endpoint
+	if remoteWrite != "" {
+		endpoints = []remote.Endpoint{{Name: "sink", Queue: remote.DefaultQueueConfig(),
+			Client: remote.ClientConfig{URL: remoteWrite, Timeout: 30 * time.Second}}}
+	}
 	r, err := root.Open(root.Options{
+		Remote: endpoints, RemoteLog: remote.LogConfig{MaxBytes: 1 << 30, MaxAge: time.Hour, SegmentBytes: 64 << 20},
 		ID: "root", Address: g.Addr().String(), DataDir: dataDir,
 		Retention: 2 * time.Hour, OutOfOrderWindow: time.Hour, Window: window,
 		MaxMessageBytes: 256 << 20, ForgetAfter: max(time.Minute, 10*window),

@@ -74,6 +74,7 @@ func startRole(name string, nodes int, args ...string) (*process, error) {
 	}
 	cmd := exec.Command(exe, append([]string{"role", name}, args...)...)
 	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM} // no orphans if the driver dies
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -123,11 +124,12 @@ func runLive(args []string, out io.Writer) error {
 	window := flags.Duration("window", 5*time.Second, "batch window at every level")
 	scrape := flags.Duration("scrape-interval", 2*time.Second, "scrape interval")
 	series := flags.Int("series", 100, "series per leaf")
-	warmup := flags.Duration("warmup", 0, "time before measuring (default: 4 windows + a window per 2,000 leaves)")
+	warmup := flags.Duration("warmup", 0, "time before measuring (default: the leaves' start ramp + 6 windows)")
 	duration := flags.Duration("duration", 0, "measurement time (default: 12 windows)")
 	asJSON := flags.Bool("json", false, "print the result as JSON")
 	outFile := flags.String("out", "", "also write the JSON result to this file")
 	quiet := flags.Bool("quiet", false, "no progress display")
+	logLevel := flags.String("log-level", "warn", "the roles' log level")
 	direct := flags.String("direct", "", "the centralised baseline: every leaf remote-writes every sample to this URL (no tree)")
 	if err := flags.Parse(args); err != nil {
 		return err
@@ -136,7 +138,7 @@ func runLive(args []string, out io.Writer) error {
 		return errors.New("run: --leaves, --window, --scrape-interval, --series positive; --levels 1 to 3; --fanout at least 2")
 	}
 	if *warmup == 0 {
-		*warmup = 4**window + time.Duration(*leaves/2000)**window
+		*warmup = bench.StartSpread(*leaves, *window) + 6**window
 	}
 	if *duration == 0 {
 		*duration = 12 * *window
@@ -150,7 +152,7 @@ func runLive(args []string, out io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	common := []string{"--window", window.String(), "--scrape-interval", scrape.String(), "--series", strconv.Itoa(*series)}
+	common := []string{"--window", window.String(), "--scrape-interval", scrape.String(), "--series", strconv.Itoa(*series), "--log-level", *logLevel}
 
 	var procs []*process
 	defer func() {

@@ -248,8 +248,12 @@ func (n *Node) Run(ctx context.Context, apiLis, treeLis net.Listener) error {
 	return nil
 }
 
+// tickEvery is the driver's clock: a twentieth of a window, at most 250 ms
+// (heartbeats stay a window apart when the window is a multiple of it,
+// and a process emulating thousands of nodes does not spend its CPU
+// waking them).
 func tickEvery(window time.Duration) time.Duration {
-	return max(10*time.Millisecond, min(100*time.Millisecond, window/20))
+	return max(10*time.Millisecond, min(250*time.Millisecond, window/20))
 }
 
 // leave departs gracefully: children get a rejoin offer with their next
@@ -376,9 +380,16 @@ func (n *Node) step(envs []tree.Envelope, events []tree.Event) {
 }
 
 func (n *Node) send(env tree.Envelope) {
-	ctx, cancel := context.WithTimeout(context.Background(), max(n.cfg.Batch.Window, n.cfg.Tree.RequestTimeout))
-	defer cancel()
 	hb, isHeartbeat := env.Msg.(*canopyv1.HeartbeatRequest)
+	// A heartbeat may carry a subtree's window (a new session's first one
+	// carries every series' labels): it may take as long as the node would
+	// wait for its parent anyway, dead_windows windows.
+	timeout := n.cfg.Tree.RequestTimeout
+	if isHeartbeat {
+		timeout = max(timeout, time.Duration(n.cfg.Tree.DeadWindows)*n.cfg.Batch.Window)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
 	if isHeartbeat && env.To == "" {
 		// No parent: the window is sealed and waits in the buffer.
 		_, _ = n.Agent.Heartbeat(ctx, nil)
