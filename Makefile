@@ -59,7 +59,7 @@ bench-direct: build
 # to the same VictoriaMetrics, one agent at a time.
 bench-footprint: build
 	mkdir -p bench/results
-	CANOPY_IT_COMMAND='bin/canopy-bench footprint --node-exporter "$$CANOPY_IT_NODE_EXPORTER_URL" --sink "$$CANOPY_IT_VICTORIAMETRICS_URL/api/v1/write" --out bench/results/footprint.json | tee bench/results/footprint.txt' \
+	CANOPY_IT_COMMAND='bin/canopy-bench footprint --node-exporter "$$CANOPY_IT_NODE_EXPORTER_URL" --sink "$$CANOPY_IT_VICTORIAMETRICS_URL/api/v1/write" --query "$$CANOPY_IT_VICTORIAMETRICS_URL" --out bench/results/footprint.json | tee bench/results/footprint.txt' \
 		./scripts/integration.sh
 
 # The tree simulation at full size (100,000 nodes; `make test` runs a

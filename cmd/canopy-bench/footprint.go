@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -27,6 +29,9 @@ type Footprint struct {
 	RSSMax   int64   `json:"rss_max_bytes"`
 	RSSEnd   int64   `json:"rss_end_bytes"`
 	Seconds  float64 `json:"measured_seconds"`
+	// Delivered is how many node_load1 samples of the agent the sink
+	// held for the last two minutes (with --query).
+	Delivered int `json:"delivered_node_load1_samples,omitempty"`
 }
 
 // footprint runs canopy-node, vmagent and Prometheus in agent mode one at
@@ -44,6 +49,7 @@ func footprint(args []string, out io.Writer) error {
 	prometheus := flags.String("prometheus", "prometheus", "prometheus binary (run with --enable-feature=agent)")
 	asJSON := flags.Bool("json", false, "print the result as JSON")
 	outFile := flags.String("out", "", "also write the JSON result to this file")
+	query := flags.String("query", "", "the sink's Prometheus query API base URL: check each agent's samples arrived")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
@@ -65,11 +71,12 @@ func footprint(args []string, out io.Writer) error {
 	defer root.stop()
 
 	agents := []struct {
-		name    string
-		version []string
-		start   func() (*exec.Cmd, error)
+		name     string
+		version  []string
+		selector string // the agent's node_load1 series at the sink
+		start    func() (*exec.Cmd, error)
 	}{
-		{"canopy-node", nil, func() (*exec.Cmd, error) {
+		{"canopy-node", nil, `node="footprint"`, func() (*exec.Cmd, error) {
 			cfg := filepath.Join(dir, "node.yaml")
 			err := os.WriteFile(cfg, fmt.Appendf(nil, `node:
   id: footprint
@@ -92,7 +99,7 @@ log:
 			}
 			return exec.Command(*canopyNode, "--config", cfg), nil
 		}},
-		{"vmagent", []string{*vmagent, "-version"}, func() (*exec.Cmd, error) {
+		{"vmagent", []string{"dpkg-query", "-W", "-f=victoria-metrics ${Version}", "victoria-metrics"}, `agent="vmagent"`, func() (*exec.Cmd, error) {
 			cfg := filepath.Join(dir, "vmagent.yml")
 			if err := os.WriteFile(cfg, scrapeConfig(u, *interval), 0o644); err != nil {
 				return nil, err
@@ -101,12 +108,13 @@ log:
 			if err != nil {
 				return nil, err
 			}
-			return exec.Command(*vmagent, "-promscrape.config="+cfg, "-remoteWrite.url="+*sink,
+			return exec.Command(*vmagent, "-promscrape.config="+cfg, "-remoteWrite.url="+*sink, "-remoteWrite.label=agent=vmagent",
 				"-remoteWrite.tmpDataPath="+filepath.Join(dir, "vmagent-data"), "-httpListenAddr=127.0.0.1:"+strconv.Itoa(port), "-loggerLevel=ERROR"), nil
 		}},
-		{"prometheus-agent", []string{*prometheus, "--version"}, func() (*exec.Cmd, error) {
+		{"prometheus-agent", []string{*prometheus, "--version"}, `agent="prometheus-agent"`, func() (*exec.Cmd, error) {
 			cfg := filepath.Join(dir, "prometheus.yml")
 			body := append(scrapeConfig(u, *interval), fmt.Appendf(nil, "remote_write:\n  - url: %q\n", *sink)...)
+			body = bytes.Replace(body, []byte("global:\n"), []byte("global:\n  external_labels: {agent: prometheus-agent}\n"), 1)
 			if err := os.WriteFile(cfg, body, 0o644); err != nil {
 				return nil, err
 			}
@@ -136,6 +144,14 @@ log:
 			return fmt.Errorf("%s: %w", a.name, err)
 		}
 		res.Agent = a.name
+		if *query != "" {
+			if res.Delivered, err = delivered(*query, a.selector); err != nil {
+				return fmt.Errorf("%s: checking the sink: %w", a.name, err)
+			}
+			if want := int(min(*duration, 2*time.Minute) / *interval / 2); res.Delivered < want {
+				return fmt.Errorf("%s: the sink holds %d node_load1 samples of it over the last two minutes, want at least %d", a.name, res.Delivered, want)
+			}
+		}
 		res.Version = "this build"
 		if a.version != nil {
 			if v, err := exec.Command(a.version[0], a.version[1:]...).CombinedOutput(); err == nil {
@@ -157,9 +173,9 @@ log:
 	}
 	fmt.Fprintf(out, "one node_exporter scraped every %s and forwarded to the same sink; each agent measured %s after %s\n\n", interval, duration, warmup)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "agent\tCPU (% of a core)\tRSS max (MB)\tRSS end (MB)\tversion\t")
+	fmt.Fprintln(tw, "agent\tCPU (% of a core)\tRSS max (MB)\tRSS end (MB)\tnode_load1 samples at the sink (2 min)\tversion\t")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%.2f\t%.1f\t%.1f\t%s\t\n", r.Agent, r.CPUCores*100, float64(r.RSSMax)/(1<<20), float64(r.RSSEnd)/(1<<20), r.Version)
+		fmt.Fprintf(tw, "%s\t%.2f\t%.1f\t%.1f\t%d\t%s\t\n", r.Agent, r.CPUCores*100, float64(r.RSSMax)/(1<<20), float64(r.RSSEnd)/(1<<20), r.Delivered, r.Version)
 	}
 	return tw.Flush()
 }
@@ -204,6 +220,36 @@ func measureProcess(cmd *exec.Cmd, warmup, duration time.Duration) (Footprint, e
 	f.Seconds = time.Since(t0).Seconds()
 	f.CPUCores = (c1 - c0) / f.Seconds
 	return f, nil
+}
+
+// delivered counts the samples of the agent's node_load1 the sink holds
+// for the last two minutes (a VictoriaMetrics sink is flushed first).
+func delivered(base, selector string) (int, error) {
+	if resp, err := http.Get(base + "/internal/force_flush"); err == nil {
+		resp.Body.Close()
+	}
+	q := url.Values{"query": {fmt.Sprintf("sum(count_over_time(node_load1{%s}[2m]))", selector)}}
+	resp, err := http.Get(base + "/api/v1/query?" + q.Encode())
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Data struct {
+			Result []struct {
+				Value [2]any `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return 0, err
+	}
+	if len(body.Data.Result) == 0 {
+		return 0, nil
+	}
+	s, _ := body.Data.Result[0].Value[1].(string)
+	n, err := strconv.ParseFloat(s, 64)
+	return int(n), err
 }
 
 // scrapeConfig is a Prometheus scrape configuration for one target.
