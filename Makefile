@@ -51,7 +51,7 @@ bench-run: build
 DIRECT_LEAVES ?= 10000
 bench-direct: build
 	mkdir -p bench/results/run
-	CANOPY_IT_COMMAND='bin/canopy-bench run --direct "$$CANOPY_IT_VICTORIAMETRICS_URL/api/v1/write" --leaves $(DIRECT_LEAVES) --window 5s --quiet --out bench/results/run/direct-$(DIRECT_LEAVES)-5s.json | tee bench/results/run/direct-$(DIRECT_LEAVES)-5s.txt' \
+	CANOPY_IT_COMMAND='bin/canopy-bench run --direct "$$CANOPY_IT_VICTORIAMETRICS_URL/api/v1/write" --sink-pid "$$CANOPY_IT_VICTORIAMETRICS_PID" --leaves $(DIRECT_LEAVES) --window 5s --quiet --out bench/results/run/direct-$(DIRECT_LEAVES)-5s.json | tee bench/results/run/direct-$(DIRECT_LEAVES)-5s.txt' \
 		./scripts/integration.sh
 
 # The leaf's footprint beside vmagent and Prometheus in agent mode (Debian

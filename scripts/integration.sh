@@ -61,6 +61,7 @@ victoria-metrics -storageDataPath="$work/victoria-metrics" -httpListenAddr="127.
 pids+=($!)
 wait_http "127.0.0.1:$vm_port" victoria-metrics
 export CANOPY_IT_VICTORIAMETRICS_URL="http://127.0.0.1:$vm_port"
+export CANOPY_IT_VICTORIAMETRICS_PID=${pids[-1]}
 
 # CANOPY_IT_COMMAND runs a command against the services instead of the
 # tests (make bench-footprint, bench-direct); CANOPY_IT_GO_TEST_ARGS

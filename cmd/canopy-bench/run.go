@@ -46,7 +46,11 @@ type RunResult struct {
 	FreshnessP50 float64 `json:"freshness_p50_s"`
 	FreshnessP99 float64 `json:"freshness_p99_s"`
 	FreshnessMax float64 `json:"freshness_max_s"` // upper bound of the highest bucket hit
-	Roles        []Role  `json:"roles"`
+	// Direct leaves that could not keep up: windows that ended with the
+	// previous request still running, and failed requests.
+	LateWindowsPerSecond float64 `json:"late_windows_per_second,omitempty"`
+	FailedPerSecond      float64 `json:"failed_requests_per_second,omitempty"`
+	Roles                []Role  `json:"roles"`
 
 	Projected bench.Projection `json:"projected"`
 }
@@ -111,6 +115,7 @@ func (p *process) stop() {
 type snapshot struct {
 	at                          time.Time
 	heartbeats, bytes, appended float64
+	late, failed                float64 // direct leaves' late windows and failed requests
 	delay                       *dto.Histogram
 	leaves                      leafStats
 	cpu                         map[string]float64
@@ -131,6 +136,7 @@ func runLive(args []string, out io.Writer) error {
 	quiet := flags.Bool("quiet", false, "no progress display")
 	logLevel := flags.String("log-level", "warn", "the roles' log level")
 	direct := flags.String("direct", "", "the centralised baseline: every leaf remote-writes every sample to this URL (no tree)")
+	sinkPID := flags.Int("sink-pid", 0, "with --direct: the sink's process, measured as a role")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
@@ -208,6 +214,19 @@ func runLive(args []string, out io.Writer) error {
 		sink.samples, sink.delay = "canopy_bench_direct_samples_total", "canopy_bench_direct_delay_seconds"
 	}
 	statsURL := "http://" + lp.ready.HTTP + "/stats"
+	// What is measured per role: the processes started, and the sink.
+	type watched struct {
+		name  string
+		nodes int
+		pid   int
+	}
+	var roles []watched
+	for _, p := range procs {
+		roles = append(roles, watched{p.name, p.nodes, p.cmd.Process.Pid})
+	}
+	if *direct != "" && *sinkPID > 0 {
+		roles = append(roles, watched{"sink", 0, *sinkPID})
+	}
 	take := func() (snapshot, error) {
 		s := snapshot{at: time.Now(), cpu: map[string]float64{}}
 		mfs, err := scrapeMetrics(sink.url)
@@ -223,13 +242,14 @@ func runLive(args []string, out io.Writer) error {
 		if err := getJSON(statsURL, &s.leaves); err != nil {
 			return s, err
 		}
-		for _, p := range procs {
-			c, err := procCPUSeconds(p.cmd.Process.Pid)
+		for _, p := range roles {
+			c, err := procCPUSeconds(p.pid)
 			if err != nil {
 				return s, err
 			}
 			s.cpu[p.name] = c
 		}
+		s.late, s.failed = counterValue(mfs["canopy_bench_direct_late_windows_total"]), counterValue(mfs["canopy_bench_direct_failed_requests_total"])
 		return s, nil
 	}
 	progress := func(phase string, prev, cur snapshot, elapsed, total time.Duration) {
@@ -253,8 +273,8 @@ func runLive(args []string, out io.Writer) error {
 			if err != nil {
 				return cur, err
 			}
-			for _, p := range procs {
-				if r, err := procRSSBytes(p.cmd.Process.Pid); err == nil && rss != nil {
+			for _, p := range roles {
+				if r, err := procRSSBytes(p.pid); err == nil && rss != nil {
 					rss[p.name] = max(rss[p.name], r)
 				}
 			}
@@ -290,7 +310,8 @@ func runLive(args []string, out io.Writer) error {
 		res.FilterRatio = float64(t1.leaves.Sealed-t0.leaves.Sealed) / produced
 	}
 	res.FreshnessP50, res.FreshnessP99, res.FreshnessMax = delayQuantiles(t0.delay, t1.delay)
-	for _, p := range procs {
+	res.LateWindowsPerSecond, res.FailedPerSecond = (t1.late-t0.late)/dt, (t1.failed-t0.failed)/dt
+	for _, p := range roles {
 		res.Roles = append(res.Roles, Role{Name: p.name, Nodes: p.nodes, CPUCores: (t1.cpu[p.name] - t0.cpu[p.name]) / dt, RSSMax: rss[p.name]})
 	}
 	res.Direct = *direct != ""
@@ -338,6 +359,9 @@ func printRun(out io.Writer, r RunResult) {
 	fmt.Fprintf(tw, "worst-case freshness (s)\t%.2f\t%.2f\t%s\t\n", r.FreshnessMax, r.Projected.Freshness.Seconds(), ratio(r.FreshnessMax, r.Projected.Freshness.Seconds()))
 	fmt.Fprintf(tw, "freshness p50 / p99 (s)\t%.2f / %.2f\t\t\t\n", r.FreshnessP50, r.FreshnessP99)
 	fmt.Fprintf(tw, "filter ratio\t%.3f\t\t\t\n", r.FilterRatio)
+	if r.Direct {
+		fmt.Fprintf(tw, "late windows/s, failed requests/s\t%.2f / %.2f\t\t\t\n", r.LateWindowsPerSecond, r.FailedPerSecond)
+	}
 	_ = tw.Flush()
 	fmt.Fprintln(out)
 	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
