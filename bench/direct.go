@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -58,20 +57,14 @@ func StartDirect(c EmulationConfig, first, count int, url string, reg prometheus
 	d.cancel = cancel
 	stagger := StartSpread(count, c.Window) / time.Duration(max(1, count))
 	for i := first; i < first+count; i++ {
-		id := leaf.Identity{Node: fmt.Sprintf("leaf-%06d", i), DC: fmt.Sprintf("dc-%d", i%max(1, c.DCs))}
+		id := c.leafIdentity(i)
 		syn := NewSynthetic(c.Workload, id, uint64(i)+1, &d.Produced)
-		delay := time.Duration(i-first) * stagger
-		d.wg.Go(func() { d.runLeaf(ctx, c, id, syn, delay) })
+		d.wg.Go(func() { after(ctx, time.Duration(i-first)*stagger, func() { d.runLeaf(ctx, c, id, syn) }) })
 	}
 	return d, nil
 }
 
-func (d *Direct) runLeaf(ctx context.Context, c EmulationConfig, id leaf.Identity, syn *Synthetic, delay time.Duration) {
-	select {
-	case <-time.After(delay):
-	case <-ctx.Done():
-		return
-	}
+func (d *Direct) runLeaf(ctx context.Context, c EmulationConfig, id leaf.Identity, syn *Synthetic) {
 	scrape, window := time.NewTicker(c.ScrapeInterval), time.NewTicker(c.Window)
 	defer scrape.Stop()
 	defer window.Stop()

@@ -133,6 +133,21 @@ type EmulationConfig struct {
 	MaxMessageBytes        int
 }
 
+// leafIdentity names leaf i and spreads the leaves over the dcs.
+func (c EmulationConfig) leafIdentity(i int) leaf.Identity {
+	return leaf.Identity{Node: fmt.Sprintf("leaf-%06d", i), DC: fmt.Sprintf("dc-%d", i%max(1, c.DCs))}
+}
+
+// after runs f once d has passed, unless ctx ends first: starts are
+// staggered so that heartbeats do not arrive in lockstep.
+func after(ctx context.Context, d time.Duration, f func()) {
+	select {
+	case <-time.After(d):
+		f()
+	case <-ctx.Done():
+	}
+}
+
 func (c EmulationConfig) nodeConfig(id, dc, parent string) node.Config {
 	cfg := node.Default()
 	cfg.Node.ID, cfg.Node.DC, cfg.Node.Roots, cfg.Node.Static = id, dc, []string{parent}, true
@@ -178,7 +193,7 @@ func StartLeaves(c EmulationConfig, first, count int, parents []string, log *slo
 		quiet = log
 	}
 	for i := first; i < first+count; i++ {
-		id := leaf.Identity{Node: fmt.Sprintf("leaf-%06d", i), DC: fmt.Sprintf("dc-%d", i%max(1, c.DCs))}
+		id := c.leafIdentity(i)
 		cfg := c.nodeConfig(id.Node, id.DC, parents[i%len(parents)])
 		if err := cfg.Validate(); err != nil {
 			e.Stop()
@@ -201,14 +216,7 @@ func StartLeaves(c EmulationConfig, first, count int, parents []string, log *slo
 	}
 	stagger := StartSpread(count, c.Window) / time.Duration(max(1, count))
 	for i, n := range e.Nodes {
-		e.wg.Go(func() {
-			select {
-			case <-time.After(time.Duration(i) * stagger):
-			case <-ctx.Done():
-				return
-			}
-			_ = n.Run(ctx, nil, nil)
-		})
+		e.wg.Go(func() { after(ctx, time.Duration(i)*stagger, func() { _ = n.Run(ctx, nil, nil) }) })
 	}
 	return e, nil
 }
@@ -245,17 +253,8 @@ func StartSupernodes(c EmulationConfig, level int, parents []string, childLimit 
 		}
 		e.Nodes = append(e.Nodes, n)
 		addrs = append(addrs, lis.Addr().String())
-		// Spread over a window, so their heartbeats do not arrive in
-		// lockstep either.
-		start := time.Duration(i) * c.Window / time.Duration(len(parents))
-		e.wg.Go(func() {
-			select {
-			case <-time.After(start):
-			case <-ctx.Done():
-				return
-			}
-			_ = n.Run(ctx, nil, lis)
-		})
+		start := time.Duration(i) * c.Window / time.Duration(len(parents)) // spread over a window
+		e.wg.Go(func() { after(ctx, start, func() { _ = n.Run(ctx, nil, lis) }) })
 	}
 	return e, addrs, nil
 }

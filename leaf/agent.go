@@ -65,6 +65,8 @@ type Forwarder interface {
 	// removing them: up to maxBatches, and up to maxSamples samples in all
 	// (at least one batch, however large).
 	Pending(maxBatches, maxSamples int) []*batch.Batch
+	// Queued is how many batches wait to go up.
+	Queued() int
 	// Forwarded removes the first n batches Pending returned: the parent
 	// accepted them (or rejected them for good).
 	Forwarded(n int)
@@ -429,7 +431,7 @@ func (a *Agent) flush(ctx context.Context, now time.Time, status *canopyv1.Heart
 	limit := math.MaxInt
 	var queued int
 	if a.fwd != nil {
-		queued = len(a.fwd.Pending(math.MaxInt, math.MaxInt))
+		queued = a.fwd.Queued()
 	}
 	var first *canopyv1.HeartbeatResponse
 	for {
@@ -539,7 +541,7 @@ func (a *Agent) Drain(ctx context.Context, status *canopyv1.HeartbeatRequest, in
 	defer t.Stop()
 	for {
 		a.sendMu.Lock()
-		empty := a.buffer.Len() == 0 && (a.fwd == nil || len(a.fwd.Pending(1, 1)) == 0)
+		empty := a.buffer.Len() == 0 && (a.fwd == nil || a.fwd.Queued() == 0)
 		var err error
 		if !empty {
 			_, err = a.flush(ctx, a.cfg.Now(), status)

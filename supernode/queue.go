@@ -91,6 +91,13 @@ func (s *Supernode) Pending(maxBatches, maxSamples int) []*batch.Batch {
 	return append([]*batch.Batch(nil), s.queue[:n]...)
 }
 
+// Queued implements leaf.Forwarder.
+func (s *Supernode) Queued() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue)
+}
+
 // Forwarded implements leaf.Forwarder.
 func (s *Supernode) Forwarded(n int) {
 	s.mu.Lock()

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -155,7 +156,7 @@ log:
 		res.Version = "this build"
 		if a.version != nil {
 			if v, err := exec.Command(a.version[0], a.version[1:]...).CombinedOutput(); err == nil {
-				res.Version = firstLine(string(v))
+				res.Version, _, _ = strings.Cut(string(v), "\n")
 			}
 		}
 		results = append(results, res)
@@ -276,13 +277,4 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func firstLine(s string) string {
-	for i, c := range s {
-		if c == '\n' {
-			return s[:i]
-		}
-	}
-	return s
 }

@@ -189,7 +189,7 @@ func runRootRole(ctx context.Context, dataDir string, window time.Duration, remo
 	return <-done
 }
 
-// rolePIDs and the role processes' /proc figures.
+// procCPUSeconds is the CPU time (user + system) a process has used.
 func procCPUSeconds(pid int) (float64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -206,6 +206,7 @@ func procCPUSeconds(pid int) (float64, error) {
 	return (utime + stime) / 100, nil // USER_HZ is 100 on Linux
 }
 
+// procRSSBytes is a process's resident memory.
 func procRSSBytes(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
